@@ -1,0 +1,2 @@
+//! courier kernels (gossip, ordered multicast): coming with their issues.
+#![forbid(unsafe_code)]

@@ -1,0 +1,181 @@
+//! The user API: a communicator and what can be done with it.
+//!
+//! * [`p2p`](self) — blocking point-to-point: every send mode, receive, probes;
+//! * [`request`](crate::Scope) — nonblocking operations in a [`Scope`](crate::Scope);
+//! * collectives — barrier, broadcast, reductions, gathers, scatter, all-to-all;
+//! * here — ranks, `dup` and `split`.
+
+mod collective;
+mod p2p;
+pub(crate) mod request;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::matching::Pattern;
+use crate::runtime::World;
+use crate::{Error, Result, Runtime, Source, TagMatch, TAG_UB};
+
+pub use p2p::Message;
+
+/// A communicator: a group of ranks and a context that isolates its traffic.
+///
+/// Messages sent on one communicator only match receives on the same
+/// communicator; collectives use a separate context of their own, so they never
+/// match point-to-point traffic either. `Comm` is `Send + Sync`: several threads
+/// of one rank may use it at once.
+pub struct Comm {
+    pub(crate) world: Arc<World>,
+    rank: usize,
+    /// World rank of each rank of this communicator.
+    group: Arc<[usize]>,
+    /// Point-to-point context; `ctx + 1` is the collective context.
+    pub(crate) ctx: u32,
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Comm")
+            .field("rank", &self.rank)
+            .field("size", &self.size())
+            .field("context", &self.ctx)
+            .finish()
+    }
+}
+
+impl Comm {
+    pub(crate) fn world(world: Arc<World>, rank: usize) -> Comm {
+        let n = world.bsend.len();
+        Comm {
+            world,
+            rank,
+            group: (0..n).collect(),
+            ctx: 0,
+        }
+    }
+
+    /// This rank's number in the communicator, `0..size()`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks in the communicator.
+    pub fn size(&self) -> usize {
+        self.group.len()
+    }
+
+    /// This rank's number in the world communicator.
+    pub fn world_rank(&self) -> usize {
+        self.group[self.rank]
+    }
+
+    /// Index of the process `rank` runs in (always 0 in an embedded job).
+    pub fn node_of(&self, rank: usize) -> Result<usize> {
+        self.world_of(rank).map(|_| 0)
+    }
+
+    /// Whether `rank` runs in this process (reached over shared memory).
+    pub fn is_local(&self, rank: usize) -> Result<bool> {
+        self.world_of(rank).map(|_| true)
+    }
+
+    /// The core `rank` was pinned to, `None` if unpinned (or not yet started).
+    pub fn core_of(&self, rank: usize) -> Result<Option<usize>> {
+        let w = self.world_of(rank)?;
+        Ok(self.world.pinned[w].get().copied().flatten())
+    }
+
+    /// The configuration the job was started with.
+    pub fn config(&self) -> &Runtime {
+        &self.world.config
+    }
+
+    /// A new communicator with the same group and a fresh context (collective:
+    /// every rank must call it). Traffic on the copy never matches the original.
+    pub fn dup(&self) -> Result<Comm> {
+        let mut ctx = [0u32];
+        if self.rank == 0 {
+            ctx[0] = self.world.next_ctx.fetch_add(2, Relaxed);
+        }
+        self.broadcast(&mut ctx, 0)?;
+        Ok(Comm {
+            world: self.world.clone(),
+            rank: self.rank,
+            group: self.group.clone(),
+            ctx: ctx[0],
+        })
+    }
+
+    /// Splits the communicator (collective): ranks passing the same `color` form a
+    /// new communicator, ordered by `key` then by rank here. `None` as color takes
+    /// no part (`MPI_UNDEFINED`) and gets `None` back.
+    pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Comm>> {
+        let mine = [color.map_or(-1, i64::from), i64::from(key)];
+        let mut all = vec![[0i64; 2]; self.size()];
+        self.all_gather(&[mine], &mut all)?;
+        let mut colors: Vec<i64> = all.iter().map(|c| c[0]).filter(|&c| c >= 0).collect();
+        colors.sort_unstable();
+        colors.dedup();
+        let mut base = [0u32];
+        if self.rank == 0 {
+            base[0] = self
+                .world
+                .next_ctx
+                .fetch_add(2 * colors.len() as u32, Relaxed);
+        }
+        self.broadcast(&mut base, 0)?;
+        let Some(color) = color else { return Ok(None) };
+        let index = colors
+            .binary_search(&i64::from(color))
+            .expect("own color was gathered") as u32;
+        let mut members: Vec<(i64, usize)> = (0..self.size())
+            .filter(|&r| all[r][0] == i64::from(color))
+            .map(|r| (all[r][1], r))
+            .collect();
+        members.sort_unstable();
+        let rank = members
+            .iter()
+            .position(|&(_, r)| r == self.rank)
+            .expect("self is a member");
+        Ok(Some(Comm {
+            world: self.world.clone(),
+            rank,
+            group: members.iter().map(|&(_, r)| self.group[r]).collect(),
+            ctx: base[0] + 2 * index,
+        }))
+    }
+
+    /// World rank of `rank`, or `InvalidRank`.
+    pub(crate) fn world_of(&self, rank: usize) -> Result<usize> {
+        self.group.get(rank).copied().ok_or(Error::InvalidRank {
+            rank,
+            size: self.size(),
+        })
+    }
+
+    pub(crate) fn coll_ctx(&self) -> u32 {
+        self.ctx + 1
+    }
+
+    /// A receive pattern on context `ctx`, validated.
+    pub(crate) fn pattern(&self, ctx: u32, source: Source, tag: TagMatch) -> Result<Pattern> {
+        let source = match source {
+            Source::Rank(r) => Some(self.world_of(r).map(|_| r)?),
+            Source::Any => None,
+        };
+        let tag = match tag {
+            TagMatch::Tag(t) => Some(check_tag(t)?),
+            TagMatch::Any => None,
+        };
+        Ok(Pattern { ctx, source, tag })
+    }
+}
+
+/// `Ok(tag)` for a valid user tag.
+pub(crate) fn check_tag(tag: i32) -> Result<i32> {
+    if (0..=TAG_UB).contains(&tag) {
+        Ok(tag)
+    } else {
+        Err(Error::InvalidTag { tag })
+    }
+}

@@ -1,0 +1,357 @@
+//! Blocking point-to-point: one method per send mode, receives, probes.
+//!
+//! Which mode when (see the README for measured costs):
+//!
+//! * [`send`](Comm::send) — standard: returns when the buffer may be reused;
+//!   small messages are copied (eager), large ones wait for the receiver (rendezvous).
+//! * [`bsend`](Comm::bsend) — buffered: copies into the attached buffer and returns;
+//!   never waits for the receiver.
+//! * [`ssend`](Comm::ssend) — synchronous: returns once the receiver has matched it.
+//! * [`rsend`](Comm::rsend) — ready: the receive must already be posted, which saves
+//!   the handshake; `Err(NotReady)` (nothing sent) if it is not.
+//! * [`send_owned`](Comm::send_owned) — moves a `Vec` to the receiver: no copy at all.
+
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+use crate::matching::{Envelope, Pattern};
+use crate::sync::Completion;
+use crate::transport::shm::{Body, Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
+use crate::{Comm, Error, Result, Source, Status, TagMatch};
+
+use super::check_tag;
+
+/// A message claimed by a matched probe ([`Comm::mprobe`]): no other receive can
+/// take it; receive it with [`mrecv`](Message::mrecv) (on any thread of the rank).
+///
+/// Dropping a `Message` discards it (its sender is released).
+pub struct Message {
+    env: Envelope,
+    body: Body,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Message {
+    /// Source, tag and length of the message.
+    pub fn status(&self) -> Status {
+        Status::new(self.env.source, self.env.tag, self.body.bytes().len())
+    }
+
+    /// Receives the message into `buf` (`MPI_Mrecv`).
+    pub fn mrecv<T: Pod>(self, buf: &mut [T]) -> Result<Status> {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
+        // SAFETY: `bytes` is exclusively borrowed and is filled before `fill` returns.
+        let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
+        dst.fill(self.body.bytes(), &self.env)
+    }
+
+    /// Receives the message as a `Vec<T>`: the sender's own `Vec` if it was sent
+    /// with [`Comm::send_owned`] as `Vec<T>` (no copy), else a new one.
+    pub fn mrecv_owned<T: Pod>(mut self) -> Result<(Vec<T>, Status)> {
+        let status = self.status();
+        Elem::of::<T>().check(status.bytes)?;
+        if let Some(v) = self.body.take_vec::<T>() {
+            return Ok((v, status));
+        }
+        let mut v = vec![T::zeroed(); status.count::<T>()];
+        bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(self.body.bytes());
+        Ok((v, status))
+    }
+}
+
+impl Comm {
+    /// Standard send (`MPI_Send`): returns when `buf` may be reused.
+    ///
+    /// ```
+    /// courier::run(2, |comm| {
+    ///     if comm.rank() == 0 {
+    ///         comm.send(&[1.5f64, 2.5], 1, 7)?;
+    ///     } else {
+    ///         let mut buf = [0.0f64; 2];
+    ///         let status = comm.recv(&mut buf, 0, 7)?;
+    ///         assert_eq!((buf, status.count::<f64>()), ([1.5, 2.5], 2));
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), courier::Error>(())
+    /// ```
+    pub fn send<T: Pod>(&self, buf: &[T], dest: usize, tag: i32) -> Result<()> {
+        self.send_on(
+            self.ctx,
+            bytemuck::cast_slice(buf),
+            dest,
+            check_tag(tag)?,
+            Mode::Standard,
+        )
+    }
+
+    /// Buffered send (`MPI_Bsend`): copies the message into the attached buffer
+    /// and returns without waiting for the receiver. Needs
+    /// [`attach_buffer`](Comm::attach_buffer); the message is charged
+    /// `len + BSEND_OVERHEAD` bytes until delivered. Not enough free space →
+    /// `Err(BufferExhausted)` and nothing is sent.
+    pub fn bsend<T: Pod>(&self, buf: &[T], dest: usize, tag: i32) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(buf);
+        self.world_of(dest)?;
+        let tag = check_tag(tag)?;
+        let space = self.world.bsend[self.world_rank()].reserve(bytes.len())?;
+        self.send_on(self.ctx, bytes, dest, tag, Mode::Buffered(space))
+    }
+
+    /// Synchronous send (`MPI_Ssend`): returns once the receiver has matched the
+    /// message (and, here, copied it).
+    pub fn ssend<T: Pod>(&self, buf: &[T], dest: usize, tag: i32) -> Result<()> {
+        self.send_on(
+            self.ctx,
+            bytemuck::cast_slice(buf),
+            dest,
+            check_tag(tag)?,
+            Mode::Synchronous,
+        )
+    }
+
+    /// Ready send (`MPI_Rsend`): the matching receive must already be posted; the
+    /// data goes straight into its buffer. Unlike MPI, a missing receive is
+    /// detected: `Err(NotReady)`, nothing delivered, the receiver untouched.
+    pub fn rsend<T: Pod>(&self, buf: &[T], dest: usize, tag: i32) -> Result<()> {
+        self.send_on(
+            self.ctx,
+            bytemuck::cast_slice(buf),
+            dest,
+            check_tag(tag)?,
+            Mode::Ready,
+        )
+    }
+
+    /// Sends a `Vec` by moving it to the receiver (no copy when the receiver takes
+    /// it with [`recv_owned`](Comm::recv_owned) as the same `Vec<T>`). Counts against
+    /// the pair's flow-control credit; past it, waits until the receiver matches.
+    pub fn send_owned<T: Pod + Send>(&self, data: Vec<T>, dest: usize, tag: i32) -> Result<()> {
+        let dest_w = self.world_of(dest)?;
+        let env = self.envelope(self.ctx, check_tag(tag)?);
+        let bytes: &[u8] = bytemuck::cast_slice(&data);
+        let (ptr, len) = (bytes.as_ptr(), bytes.len());
+        // SAFETY: (ptr, len) are the contents of `data`, whose heap buffer does not
+        // move when the Vec is moved into the box.
+        let outcome = unsafe {
+            self.world
+                .shm
+                .send_owned(self.world_rank(), dest_w, env, Box::new(data), ptr, len)
+        };
+        match outcome {
+            SendOutcome::Done => Ok(()),
+            SendOutcome::Pending(done) => self.settle_send(dest_w, &done),
+            SendOutcome::NotReady => unreachable!("owned sends are never ready sends"),
+        }
+    }
+
+    /// Blocking receive (`MPI_Recv`) into `buf` from `source` (a rank or
+    /// [`ANY_SOURCE`](crate::ANY_SOURCE)) with `tag` (or [`ANY_TAG`](crate::ANY_TAG)).
+    ///
+    /// A message longer than `buf` gives `Err(Truncated)`; one that is not a whole
+    /// number of `T` gives `Err(TypeMismatch)`; in both cases the message is consumed.
+    pub fn recv<T: Pod>(
+        &self,
+        buf: &mut [T],
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Status> {
+        let pat = self.pattern(self.ctx, source.into(), tag.into())?;
+        self.recv_on(pat, buf)
+    }
+
+    /// Receives a message as a `Vec<T>` (the sender's own buffer when it was sent
+    /// with [`send_owned`](Comm::send_owned)).
+    pub fn recv_owned<T: Pod>(
+        &self,
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<(Vec<T>, Status)> {
+        self.mprobe(source, tag)?.mrecv_owned()
+    }
+
+    /// Sends `send` to `dest` and receives into `recv` from `source` at once
+    /// (`MPI_Sendrecv`); cannot deadlock against a matching `sendrecv`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sendrecv<S: Pod, R: Pod>(
+        &self,
+        send: &[S],
+        dest: usize,
+        send_tag: i32,
+        recv: &mut [R],
+        source: impl Into<Source>,
+        recv_tag: impl Into<TagMatch>,
+    ) -> Result<Status> {
+        let (source, recv_tag) = (source.into(), recv_tag.into());
+        self.scope(|s| {
+            let r = s.irecv(recv, source, recv_tag)?;
+            let w = s.isend(send, dest, send_tag)?;
+            let status = r.wait();
+            w.wait()?;
+            status
+        })
+    }
+
+    /// Like [`sendrecv`](Comm::sendrecv) with one buffer: sends its contents, then
+    /// replaces them with the message received (`MPI_Sendrecv_replace`).
+    pub fn sendrecv_replace<T: Pod>(
+        &self,
+        buf: &mut [T],
+        dest: usize,
+        send_tag: i32,
+        source: impl Into<Source>,
+        recv_tag: impl Into<TagMatch>,
+    ) -> Result<Status> {
+        let out = buf.to_vec();
+        self.sendrecv(&out, dest, send_tag, buf, source, recv_tag)
+    }
+
+    /// Waits for a matching message and returns its status without receiving it
+    /// (`MPI_Probe`). Another receive may still take the message; use
+    /// [`mprobe`](Comm::mprobe) to claim it.
+    pub fn probe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Status> {
+        let pat = self.pattern(self.ctx, source.into(), tag.into())?;
+        let me = self.world_rank();
+        self.world
+            .shm
+            .wait_arrival(me, &self.world.failure, || self.world.shm.iprobe(me, &pat))
+    }
+
+    /// Nonblocking probe (`MPI_Iprobe`): the status of a matching message, if any.
+    pub fn iprobe(
+        &self,
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Option<Status>> {
+        let pat = self.pattern(self.ctx, source.into(), tag.into())?;
+        Ok(self.world.shm.iprobe(self.world_rank(), &pat))
+    }
+
+    /// Matched probe (`MPI_Mprobe`): waits for a matching message and claims it, so
+    /// no other receive or thread can take it.
+    pub fn mprobe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Message> {
+        let pat = self.pattern(self.ctx, source.into(), tag.into())?;
+        let me = self.world_rank();
+        let (env, body) = self
+            .world
+            .shm
+            .wait_arrival(me, &self.world.failure, || self.world.shm.improbe(me, &pat))?;
+        Ok(Message { env, body })
+    }
+
+    /// Nonblocking matched probe (`MPI_Improbe`).
+    pub fn improbe(
+        &self,
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Option<Message>> {
+        let pat = self.pattern(self.ctx, source.into(), tag.into())?;
+        Ok(self
+            .world
+            .shm
+            .improbe(self.world_rank(), &pat)
+            .map(|(env, body)| Message { env, body }))
+    }
+
+    /// Attaches a buffer of `bytes` for buffered sends (`MPI_Buffer_attach`). One per
+    /// rank, shared by all its communicators.
+    pub fn attach_buffer(&self, bytes: usize) -> Result<()> {
+        self.world.bsend[self.world_rank()].attach(bytes)
+    }
+
+    /// Detaches the buffer (`MPI_Buffer_detach`), waiting until every message
+    /// stored in it has been delivered; returns its size.
+    pub fn detach_buffer(&self) -> Result<usize> {
+        self.world.bsend[self.world_rank()].detach(&self.world.failure)
+    }
+
+    /// Free bytes in the attached buffer, `None` when none is attached.
+    pub fn buffer_free(&self) -> Option<usize> {
+        self.world.bsend[self.world_rank()].free()
+    }
+
+    /// Bytes of standard and owned sends queued at this rank and not yet received
+    /// (bounded by the flow-control credit per sender).
+    pub fn queued_bytes(&self) -> usize {
+        self.world.shm.buffered_bytes(self.world_rank())
+    }
+
+    pub(crate) fn envelope(&self, ctx: u32, tag: i32) -> Envelope {
+        Envelope {
+            ctx,
+            source: self.rank,
+            tag,
+        }
+    }
+
+    /// Blocking send on context `ctx` (tag already checked).
+    pub(crate) fn send_on(
+        &self,
+        ctx: u32,
+        bytes: &[u8],
+        dest: usize,
+        tag: i32,
+        mode: Mode,
+    ) -> Result<()> {
+        let dest_w = self.world_of(dest)?;
+        let env = self.envelope(ctx, tag);
+        // SAFETY: if the send is pending, `settle_send` does not return before the
+        // receiver has finished with `bytes` or the send has been withdrawn.
+        match unsafe {
+            self.world
+                .shm
+                .send(self.world_rank(), dest_w, env, bytes, mode)
+        } {
+            SendOutcome::Done => Ok(()),
+            SendOutcome::Pending(done) => self.settle_send(dest_w, &done),
+            SendOutcome::NotReady => Err(Error::NotReady { dest, tag }),
+        }
+    }
+
+    /// Blocking receive matching `pat`.
+    pub(crate) fn recv_on<T: Pod>(&self, pat: Pattern, buf: &mut [T]) -> Result<Status> {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
+        // SAFETY: `buf` is exclusively borrowed for this call, and `settle_recv` does
+        // not return before the receive has completed or been withdrawn.
+        let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
+        match self.world.shm.recv(self.world_rank(), pat, dst) {
+            RecvOutcome::Done(r) => r,
+            RecvOutcome::Pending { id, done } => self.settle_recv(id, &done),
+        }
+    }
+
+    /// Waits for a pending send. If a rank fails first, withdraws the send; if the
+    /// receiver is already copying, waits for it: either way the sender's buffer is
+    /// released only once the transport no longer refers to it.
+    pub(crate) fn settle_send(&self, dest_w: usize, done: &Arc<Completion>) -> Result<()> {
+        match done.wait(&self.world.failure) {
+            Ok(_) => Ok(()),
+            Err(e) if self.world.shm.cancel_send(dest_w, done) => Err(e),
+            Err(_) => {
+                done.wait_regardless();
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for a pending receive; like [`settle_send`](Self::settle_send), never
+    /// returns while a sender may still write into the buffer.
+    pub(crate) fn settle_recv(&self, id: u64, done: &Arc<Completion>) -> Result<Status> {
+        match done.wait(&self.world.failure) {
+            Ok(status) => Ok(status),
+            Err(e) if self.world.shm.cancel_recv(self.world_rank(), id) => Err(e),
+            Err(_) => {
+                done.wait_regardless();
+                done.outcome().expect("completed")
+            }
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Nonblocking point-to-point: requests live in a [`Scope`].
+//!
+//! A nonblocking call lends its buffer to the runtime until the operation
+//! completes. Safe Rust cannot stop a caller from leaking a request
+//! (`mem::forget`), so the guarantee comes from the scope, as in rsmpi's
+//! `request::scope` and `std::thread::scope`: buffers are borrowed for the whole
+//! scope, and when the scope ends it settles every operation still outstanding —
+//! unmatched receives are cancelled, sends are waited for. A dropped or leaked
+//! request therefore never lets the runtime touch a buffer after the borrow ends.
+//!
+//! ```
+//! use courier::{wait_all, ANY_TAG};
+//! courier::run(2, |comm| {
+//!     let peer = 1 - comm.rank();
+//!     let (out, mut inc) = ([comm.rank() as u32; 4], [0u32; 4]);
+//!     comm.scope(|s| {
+//!         let mut reqs = vec![s.irecv(&mut inc, peer, ANY_TAG)?, s.isend(&out, peer, 0)?];
+//!         wait_all(&mut reqs)
+//!     })?;
+//!     assert_eq!(inc, [peer as u32; 4]);
+//!     Ok(())
+//! })?;
+//! # Ok::<(), courier::Error>(())
+//! ```
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+use crate::bsend::BsendSpace;
+use crate::sync::{poll_until, Completion};
+use crate::transport::shm::{Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
+use crate::{Comm, Error, Result, Source, Status, TagMatch};
+
+use super::check_tag;
+
+/// An operation the scope must settle before it ends.
+enum Outstanding {
+    Send {
+        dest_w: usize,
+        done: Arc<Completion>,
+    },
+    Recv {
+        id: u64,
+        done: Arc<Completion>,
+    },
+}
+
+/// The region in which nonblocking operations may borrow buffers (see
+/// [`Comm::scope`]). Buffers lent to requests are borrowed for `'s`, the
+/// whole scope.
+pub struct Scope<'s, 'env: 's> {
+    comm: &'env Comm,
+    outstanding: RefCell<Vec<Outstanding>>,
+    _scope: PhantomData<&'s mut &'s ()>,
+}
+
+/// A nonblocking operation in progress. Complete it with [`wait`](Request::wait),
+/// [`test`](Request::test) or the `wait_*`/`test_*` functions. Dropping it
+/// without completing leaves the operation to the end of the scope.
+#[must_use = "a request does nothing visible until it is waited for or tested"]
+pub struct Request<'s> {
+    comm: &'s Comm,
+    state: State,
+}
+
+enum State {
+    /// Completed when started; not yet reported.
+    Complete(Result<Status>),
+    Send {
+        dest_w: usize,
+        done: Arc<Completion>,
+        status: Status,
+    },
+    Recv {
+        id: u64,
+        done: Arc<Completion>,
+    },
+    /// Completion reported (`MPI_REQUEST_NULL`).
+    Inactive,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Complete(_) => "complete",
+            State::Send { .. } => "send pending",
+            State::Recv { .. } => "receive pending",
+            State::Inactive => "inactive",
+        };
+        f.debug_struct("Request").field("state", &state).finish()
+    }
+}
+
+impl Comm {
+    /// Opens a scope for nonblocking operations; returns what `f` returns once
+    /// every operation started in it has completed or been cancelled.
+    ///
+    /// A buffer must outlive the scope, so this does not compile:
+    ///
+    /// ```compile_fail
+    /// courier::run(1, |comm| {
+    ///     comm.scope(|s| {
+    ///         let mut buf = [0u8; 4];
+    ///         let _r = s.irecv(&mut buf, 0, 0); // `buf` does not live long enough
+    ///     });
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn scope<'env, F, R>(&'env self, f: F) -> R
+    where
+        F: for<'s> FnOnce(&'s Scope<'s, 'env>) -> R,
+    {
+        let scope = Scope {
+            comm: self,
+            outstanding: RefCell::new(Vec::new()),
+            _scope: PhantomData,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| f(&scope)));
+        scope.settle_all();
+        match result {
+            Ok(r) => r,
+            Err(panic) => resume_unwind(panic),
+        }
+    }
+}
+
+impl<'s, 'env> Scope<'s, 'env> {
+    /// Nonblocking standard send (`MPI_Isend`).
+    pub fn isend<T: Pod>(&'s self, buf: &'s [T], dest: usize, tag: i32) -> Result<Request<'s>> {
+        self.isend_on(
+            self.comm.ctx,
+            bytemuck::cast_slice(buf),
+            dest,
+            check_tag(tag)?,
+            Mode::Standard,
+        )
+    }
+
+    /// Nonblocking buffered send (`MPI_Ibsend`): complete as soon as it returns Ok.
+    pub fn ibsend<T: Pod>(&'s self, buf: &'s [T], dest: usize, tag: i32) -> Result<Request<'s>> {
+        let bytes: &[u8] = bytemuck::cast_slice(buf);
+        self.comm.world_of(dest)?;
+        let tag = check_tag(tag)?;
+        let space: BsendSpace =
+            self.comm.world.bsend[self.comm.world_rank()].reserve(bytes.len())?;
+        self.isend_on(self.comm.ctx, bytes, dest, tag, Mode::Buffered(space))
+    }
+
+    /// Nonblocking synchronous send (`MPI_Issend`): completes once matched.
+    pub fn issend<T: Pod>(&'s self, buf: &'s [T], dest: usize, tag: i32) -> Result<Request<'s>> {
+        self.isend_on(
+            self.comm.ctx,
+            bytemuck::cast_slice(buf),
+            dest,
+            check_tag(tag)?,
+            Mode::Synchronous,
+        )
+    }
+
+    /// Nonblocking ready send (`MPI_Irsend`): `Err(NotReady)` at once (nothing
+    /// sent) when no matching receive is posted.
+    pub fn irsend<T: Pod>(&'s self, buf: &'s [T], dest: usize, tag: i32) -> Result<Request<'s>> {
+        self.isend_on(
+            self.comm.ctx,
+            bytemuck::cast_slice(buf),
+            dest,
+            check_tag(tag)?,
+            Mode::Ready,
+        )
+    }
+
+    /// Nonblocking receive (`MPI_Irecv`).
+    pub fn irecv<T: Pod>(
+        &'s self,
+        buf: &'s mut [T],
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Request<'s>> {
+        let pat = self
+            .comm
+            .pattern(self.comm.ctx, source.into(), tag.into())?;
+        self.irecv_on(pat, buf)
+    }
+
+    pub(crate) fn isend_on(
+        &'s self,
+        ctx: u32,
+        bytes: &'s [u8],
+        dest: usize,
+        tag: i32,
+        mode: Mode,
+    ) -> Result<Request<'s>> {
+        let comm = self.comm;
+        let dest_w = comm.world_of(dest)?;
+        let env = comm.envelope(ctx, tag);
+        let status = Status::new(dest, tag, bytes.len());
+        // SAFETY: `bytes` is borrowed for the whole scope, and the scope does not
+        // end before this send has completed or been withdrawn (`settle_all`),
+        // even if the request is leaked.
+        let state = match unsafe {
+            comm.world
+                .shm
+                .send(comm.world_rank(), dest_w, env, bytes, mode)
+        } {
+            SendOutcome::Done => State::Complete(Ok(status)),
+            SendOutcome::NotReady => return Err(Error::NotReady { dest, tag }),
+            SendOutcome::Pending(done) => {
+                self.outstanding.borrow_mut().push(Outstanding::Send {
+                    dest_w,
+                    done: done.clone(),
+                });
+                State::Send {
+                    dest_w,
+                    done,
+                    status,
+                }
+            }
+        };
+        Ok(Request { comm, state })
+    }
+
+    pub(crate) fn irecv_on<T: Pod>(
+        &'s self,
+        pat: crate::matching::Pattern,
+        buf: &'s mut [T],
+    ) -> Result<Request<'s>> {
+        let comm = self.comm;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
+        // SAFETY: `buf` is exclusively borrowed for the whole scope, and the scope
+        // does not end before this receive has completed or been cancelled.
+        let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
+        let state = match comm.world.shm.recv(comm.world_rank(), pat, dst) {
+            RecvOutcome::Done(r) => State::Complete(r),
+            RecvOutcome::Pending { id, done } => {
+                self.outstanding.borrow_mut().push(Outstanding::Recv {
+                    id,
+                    done: done.clone(),
+                });
+                State::Recv { id, done }
+            }
+        };
+        Ok(Request { comm, state })
+    }
+
+    /// Settles everything still outstanding: cancels unmatched receives, waits
+    /// for sends (withdrawing them if a rank has failed).
+    fn settle_all(&self) {
+        for op in self.outstanding.borrow_mut().drain(..) {
+            match op {
+                Outstanding::Send { done, .. } | Outstanding::Recv { done, .. }
+                    if done.is_done() => {}
+                Outstanding::Send { dest_w, done } => {
+                    let _ = self.comm.settle_send(dest_w, &done);
+                }
+                Outstanding::Recv { id, done } => {
+                    if !self.comm.world.shm.cancel_recv(self.comm.world_rank(), id) {
+                        done.wait_regardless();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Request<'_> {
+    /// Waits for completion (`MPI_Wait`). A receive reports what arrived; a send
+    /// reports its own destination, tag and length.
+    pub fn wait(mut self) -> Result<Status> {
+        self.wait_mut()
+    }
+
+    fn wait_mut(&mut self) -> Result<Status> {
+        match std::mem::replace(&mut self.state, State::Inactive) {
+            State::Complete(r) => r,
+            State::Send {
+                dest_w,
+                done,
+                status,
+            } => self.comm.settle_send(dest_w, &done).map(|()| status),
+            State::Recv { id, done } => self.comm.settle_recv(id, &done),
+            State::Inactive => Err(Error::InactiveRequest),
+        }
+    }
+
+    /// Checks for completion without blocking (`MPI_Test`): `Ok(Some(status))` once
+    /// (the request is then inactive), `Ok(None)` while pending.
+    pub fn test(&mut self) -> Result<Option<Status>> {
+        if !self.is_active() {
+            return Err(Error::InactiveRequest);
+        }
+        if self.is_ready() {
+            return self.wait_mut().map(Some);
+        }
+        self.comm.world.failure.check()?;
+        Ok(None)
+    }
+
+    /// Whether waiting would not block (done, or inactive).
+    fn is_ready(&self) -> bool {
+        match &self.state {
+            State::Send { done, .. } | State::Recv { done, .. } => done.is_done(),
+            State::Complete(_) | State::Inactive => true,
+        }
+    }
+
+    /// Whether the request still has a completion to report.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, State::Inactive)
+    }
+
+    /// Cancels a receive that no message has matched yet (`MPI_Cancel`). Returns
+    /// whether it was cancelled; if so, its status has `cancelled` set and the
+    /// buffer was not written. Sends and matched receives are not cancelled.
+    pub fn cancel(&mut self) -> Result<bool> {
+        if let State::Recv { id, done } = &self.state {
+            if self.comm.world.shm.cancel_recv(self.comm.world_rank(), *id) {
+                done.complete(Ok(Status::cancelled()));
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Waits for all requests (`MPI_Waitall`); returns their statuses in order, or
+/// the first error (after every request has completed). Inactive requests
+/// report a default status.
+pub fn wait_all(reqs: &mut [Request<'_>]) -> Result<Vec<Status>> {
+    let mut first_err = None;
+    let mut statuses = Vec::with_capacity(reqs.len());
+    for r in reqs.iter_mut() {
+        if !r.is_active() {
+            statuses.push(Status::default());
+            continue;
+        }
+        match r.wait_mut() {
+            Ok(s) => statuses.push(s),
+            Err(e) => {
+                first_err.get_or_insert(e);
+                statuses.push(Status::default());
+            }
+        }
+    }
+    first_err.map_or(Ok(statuses), Err)
+}
+
+/// Waits until one active request completes (`MPI_Waitany`) and returns its index
+/// and outcome; `Ok(None)` when no request is active.
+pub fn wait_any(reqs: &mut [Request<'_>]) -> Result<Option<(usize, Result<Status>)>> {
+    if !reqs.iter().any(Request::is_active) {
+        return Ok(None);
+    }
+    let comm = reqs[0].comm;
+    poll_until(&comm.world.failure, || {
+        let i = reqs.iter().position(|r| r.is_active() && r.is_ready())?;
+        Some((i, reqs[i].wait_mut()))
+    })
+    .map(Some)
+}
+
+/// Completes one active request if any is done (`MPI_Testany`): its index and
+/// outcome, or `Ok(None)`.
+pub fn test_any(reqs: &mut [Request<'_>]) -> Result<Option<(usize, Result<Status>)>> {
+    for (i, r) in reqs.iter_mut().enumerate() {
+        if !r.is_active() {
+            continue;
+        }
+        match r.test() {
+            Ok(Some(s)) => return Ok(Some((i, Ok(s)))),
+            Ok(None) => {}
+            Err(e @ Error::PeerFailed { .. }) => return Err(e),
+            Err(e) => return Ok(Some((i, Err(e)))),
+        }
+    }
+    Ok(None)
+}
+
+/// If every active request is done, completes them all and returns their statuses
+/// (`MPI_Testall`); otherwise completes none and returns `Ok(None)`.
+pub fn test_all(reqs: &mut [Request<'_>]) -> Result<Option<Vec<Status>>> {
+    let all_done = reqs.iter().all(Request::is_ready);
+    if all_done {
+        return wait_all(reqs).map(Some);
+    }
+    if let Some(r) = reqs.first() {
+        r.comm.world.failure.check()?;
+    }
+    Ok(None)
+}

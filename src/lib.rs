@@ -1,0 +1,70 @@
+//! # courier — MPI's send semantics with Rust's safety
+//!
+//! courier is an MPI-style messaging runtime. A program is one closure that every
+//! rank runs with its [`Comm`]; ranks exchange typed slices (`T: bytemuck::Pod`,
+//! no serialization) with every MPI point-to-point mode and the usual collectives.
+//! Embedded (the default), ranks are threads of one process, pinned to cores,
+//! talking over shared memory.
+//!
+//! ```
+//! // Four ranks pass a token around a ring.
+//! let tokens = courier::run(4, |comm| {
+//!     let (rank, size) = (comm.rank(), comm.size());
+//!     let mut token = [0u64];
+//!     if rank == 0 {
+//!         comm.send(&[1u64], 1, 0)?;
+//!         comm.recv(&mut token, size - 1, 0)?;
+//!     } else {
+//!         comm.recv(&mut token, rank - 1, 0)?;
+//!         token[0] += 1;
+//!         comm.send(&token, (rank + 1) % size, 0)?;
+//!     }
+//!     Ok(token[0])
+//! })?;
+//! assert_eq!(tokens[0], 4);
+//! # Ok::<(), courier::Error>(())
+//! ```
+//!
+//! ## A tour
+//!
+//! * Starting: [`run`] / [`Runtime`] (ranks, eager threshold, flow-control
+//!   credit, [`Placement`]). A rank that panics or fails ends the run with
+//!   [`Error::RankPanicked`] / [`Error::RankFailed`]; the others are released
+//!   with [`Error::PeerFailed`], never left hanging.
+//! * Blocking sends, one method per mode: [`Comm::send`] (standard),
+//!   [`Comm::bsend`] (buffered, with [`Comm::attach_buffer`]), [`Comm::ssend`]
+//!   (synchronous), [`Comm::rsend`] (ready), [`Comm::send_owned`] (moves a `Vec`).
+//! * Receiving: [`Comm::recv`], [`Comm::recv_owned`], [`Comm::sendrecv`],
+//!   [`Comm::sendrecv_replace`], with [`ANY_SOURCE`] / [`ANY_TAG`]; probes
+//!   [`Comm::probe`], [`Comm::iprobe`], matched probes [`Comm::mprobe`] →
+//!   [`Message::mrecv`].
+//! * Nonblocking: [`Comm::scope`] → [`Scope::isend`], [`Scope::ibsend`],
+//!   [`Scope::issend`], [`Scope::irsend`], [`Scope::irecv`] → [`Request`], completed
+//!   by [`Request::wait`], [`Request::test`], [`wait_all`], [`wait_any`],
+//!   [`test_any`], [`test_all`]; [`Request::cancel`].
+//! * Communicators: [`Comm::dup`], [`Comm::split`]; collectives
+//!   [`Comm::barrier`], [`Comm::broadcast`], [`Comm::reduce`],
+//!   [`Comm::all_reduce`], [`Comm::gather`], [`Comm::all_gather`],
+//!   [`Comm::scatter`], [`Comm::all_to_all`].
+//!
+//! Messages between one pair of ranks on one communicator are never overtaken.
+
+#![deny(missing_docs)]
+#![warn(unsafe_op_in_unsafe_fn)]
+
+mod bsend;
+mod comm;
+mod error;
+mod matching;
+mod placement;
+mod runtime;
+mod status;
+mod sync;
+mod transport;
+
+pub use comm::request::{test_all, test_any, wait_all, wait_any, Request, Scope};
+pub use comm::{Comm, Message};
+pub use error::{Error, Result};
+pub use placement::Placement;
+pub use runtime::{run, Runtime, DEFAULT_CREDIT, DEFAULT_EAGER_THRESHOLD};
+pub use status::{Source, Status, TagMatch, ANY_SOURCE, ANY_TAG, BSEND_OVERHEAD, TAG_UB};

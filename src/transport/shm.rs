@@ -1,0 +1,450 @@
+//! The shared-memory transport: ranks are threads of one process.
+//!
+//! Every rank owns a [`Mailbox`]: a lock around its matching engine (posted
+//! receives + arrived messages) and a per-sender count of eagerly buffered bytes.
+//! A send locks the *receiver's* mailbox and matches there, so the sender can see
+//! whether a receive is posted (needed by ready sends, and used by every mode to
+//! write straight into a posted buffer). Copies never happen under the lock except
+//! the eager copy of a small message.
+//!
+//! What each mode does here:
+//!
+//! | mode | receive already posted | no receive posted |
+//! |---|---|---|
+//! | standard, ≤ eager threshold and credit left | copy into the posted buffer, done | copy into an eager buffer, done |
+//! | standard, large or credit used up | copy into the posted buffer, done | rendezvous: queue a pointer to the sender's buffer; the receiver copies from it once (one copy) and completes the sender |
+//! | buffered | copy into the posted buffer, done | copy into an eager buffer charged to the attached buffer, done |
+//! | synchronous | copy into the posted buffer, done | rendezvous (completes when the receiver has matched and copied) |
+//! | ready | copy into the posted buffer, done | `NotReady`: nothing queued, the receiver is not touched |
+//! | owned `Vec` | copy into the posted buffer, done | move the `Vec` (no copy); if the pair's credit is used up the sender waits for the match |
+//!
+//! Flow control: eager bytes from one sender held by one receiver never exceed the
+//! credit; past it, standard sends switch to rendezvous, which blocks the sender
+//! (or leaves its request pending) until the receiver matches. Memory stays bounded.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_utils::CachePadded;
+
+use crate::bsend::BsendSpace;
+use crate::matching::{Envelope, Matcher, Pattern};
+use crate::sync::{ArrivalWaiters, Completion, Failure};
+use crate::{Error, Result, Status};
+
+/// Element type of a receive buffer, for the type check of the message length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Elem {
+    pub size: usize,
+    pub align: usize,
+    pub name: &'static str,
+}
+
+impl Elem {
+    pub fn of<T>() -> Self {
+        Elem {
+            size: std::mem::size_of::<T>(),
+            align: std::mem::align_of::<T>(),
+            name: std::any::type_name::<T>(),
+        }
+    }
+
+    /// `Ok` when `bytes` is a whole number of elements.
+    pub fn check(&self, bytes: usize) -> Result<()> {
+        if self.size != 0 && bytes % self.size != 0 {
+            return Err(Error::TypeMismatch {
+                bytes,
+                type_name: self.name,
+                size: self.size,
+                align: self.align,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A receive buffer lent to the transport while a receive is posted.
+#[derive(Debug)]
+pub(crate) struct RecvBuf {
+    ptr: *mut u8,
+    cap: usize,
+    elem: Elem,
+}
+
+// SAFETY: a RecvBuf is only created by `RecvBuf::new`, whose caller promises the
+// memory stays valid and exclusively lent to the transport until the receive
+// completes or is cancelled; whichever thread completes it is the only writer.
+unsafe impl Send for RecvBuf {}
+
+impl RecvBuf {
+    /// # Safety
+    /// `ptr..ptr+cap` must stay valid for writes, and not be accessed by anyone
+    /// else, until the receive this buffer is posted with has completed or has
+    /// been cancelled.
+    pub unsafe fn new(ptr: *mut u8, cap: usize, elem: Elem) -> Self {
+        RecvBuf { ptr, cap, elem }
+    }
+
+    /// Checks and copies a message into the buffer; the status says what arrived.
+    pub fn fill(self, src: &[u8], env: &Envelope) -> Result<Status> {
+        if src.len() > self.cap {
+            return Err(Error::Truncated {
+                message: src.len(),
+                buffer: self.cap,
+            });
+        }
+        self.elem.check(src.len())?;
+        // SAFETY: the buffer is valid and exclusively ours (RecvBuf::new's contract),
+        // src.len() <= cap, and src is another allocation (safe Rust cannot lend one
+        // buffer as both a send and a receive buffer at once).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr, src.len()) };
+        Ok(Status::new(env.source, env.tag, src.len()))
+    }
+}
+
+/// A pointer to bytes a sender keeps alive until the message is dropped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendPtr(*const u8, usize);
+
+// SAFETY: the bytes behind a SendPtr are only read, and stay valid until the body
+// holding it is dropped (see `Body`).
+unsafe impl Send for SendPtr {}
+
+/// The payload of an arrived, not yet received message.
+pub(crate) enum Body {
+    /// A copy (small standard sends, buffered sends). `space` is returned to the
+    /// sender's attached buffer when the body is dropped.
+    Eager {
+        data: Vec<u8>,
+        _space: Option<BsendSpace>,
+    },
+    /// Rendezvous: the sender's own buffer, which it keeps valid until `done`.
+    Borrowed { src: SendPtr, done: Arc<Completion> },
+    /// A moved `Vec<T>` (as `Box<dyn Any>`), plus its bytes.
+    Owned {
+        data: Option<Box<dyn Any + Send>>,
+        src: SendPtr,
+        done: Option<Arc<Completion>>,
+    },
+}
+
+impl Body {
+    /// The message bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Eager { data, .. } => data,
+            Body::Borrowed { src, .. } | Body::Owned { src, .. } => {
+                // SAFETY: a Borrowed sender keeps its buffer valid and unmodified
+                // until `done` completes, which only this body's Drop does; an Owned
+                // pointer targets the heap buffer of the Vec in `data`, which this
+                // body owns (moving the Box does not move the Vec's buffer).
+                unsafe { std::slice::from_raw_parts(src.0, src.1) }
+            }
+        }
+    }
+
+    /// Takes the moved `Vec<T>` out, if this is an owned message of exactly `Vec<T>`.
+    pub fn take_vec<T: 'static>(&mut self) -> Option<Vec<T>> {
+        let Body::Owned { data, .. } = self else {
+            return None;
+        };
+        let boxed = data.take()?;
+        match boxed.downcast::<Vec<T>>() {
+            Ok(v) => Some(*v),
+            Err(other) => {
+                *data = Some(other);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // Completing here means a sender can never be left waiting for a message
+        // that was received, truncated, or discarded.
+        let done = match self {
+            Body::Borrowed { done, .. } => Some(&*done),
+            Body::Owned { done, .. } => done.as_ref(),
+            Body::Eager { .. } => None,
+        };
+        if let Some(done) = done {
+            done.complete(Ok(Status::default()));
+        }
+    }
+}
+
+/// A posted receive.
+struct Posted {
+    id: u64,
+    dst: RecvBuf,
+    done: Arc<Completion>,
+}
+
+/// An arrived message: body, world rank of the sender, eager credit it holds.
+struct Incoming {
+    body: Body,
+    from: usize,
+    credit: usize,
+}
+
+struct Inbox {
+    matcher: Matcher<Posted, Incoming>,
+    /// Eager bytes held per sending world rank (flow control).
+    credit_used: Vec<usize>,
+}
+
+/// One rank's mailbox.
+struct Mailbox {
+    inbox: Mutex<Inbox>,
+    arrivals: ArrivalWaiters,
+}
+
+/// How a send went.
+pub(crate) enum SendOutcome {
+    /// Copied into a posted receive, or queued eagerly: the send is complete.
+    Done,
+    /// Rendezvous: the receiver will complete this once it has the data. Until
+    /// then the sender's buffer must stay valid.
+    Pending(Arc<Completion>),
+    /// Ready send without a posted receive: nothing happened.
+    NotReady,
+}
+
+/// How posting a receive went.
+pub(crate) enum RecvOutcome {
+    /// Matched an arrived message at once.
+    Done(Result<Status>),
+    /// Queued; `done` completes when a sender fills the buffer.
+    Pending { id: u64, done: Arc<Completion> },
+}
+
+/// The send modes as the transport sees them.
+pub(crate) enum Mode {
+    Standard,
+    Buffered(BsendSpace),
+    Synchronous,
+    Ready,
+}
+
+/// The shared-memory transport of one process: a mailbox per rank.
+pub(crate) struct Shm {
+    mailboxes: Box<[CachePadded<Mailbox>]>,
+    eager_threshold: usize,
+    credit: usize,
+    next_recv_id: AtomicU64,
+}
+
+impl Shm {
+    /// Mailboxes for `ranks` ranks.
+    pub fn new(ranks: usize, eager_threshold: usize, credit: usize) -> Self {
+        let mailboxes = (0..ranks)
+            .map(|_| {
+                CachePadded::new(Mailbox {
+                    inbox: Mutex::new(Inbox {
+                        matcher: Matcher::default(),
+                        credit_used: vec![0; ranks],
+                    }),
+                    arrivals: ArrivalWaiters::default(),
+                })
+            })
+            .collect();
+        Shm {
+            mailboxes,
+            eager_threshold,
+            credit,
+            next_recv_id: AtomicU64::new(1),
+        }
+    }
+
+    fn inbox(&self, rank: usize) -> MutexGuard<'_, Inbox> {
+        // A panic never happens while an inbox is locked (no user code runs there),
+        // so a poisoned lock still holds consistent state.
+        self.mailboxes[rank]
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `data` from world rank `from` to world rank `to`.
+    ///
+    /// # Safety
+    /// If `Pending` is returned, `data` must stay valid and unmodified until the
+    /// completion is done (or [`cancel_send`](Self::cancel_send) succeeds).
+    pub unsafe fn send(
+        &self,
+        from: usize,
+        to: usize,
+        env: Envelope,
+        data: &[u8],
+        mode: Mode,
+    ) -> SendOutcome {
+        let mut inbox = self.inbox(to);
+        if let Some(posted) = inbox.matcher.take_posted(&env) {
+            drop(inbox);
+            posted.done.complete(posted.dst.fill(data, &env));
+            return SendOutcome::Done;
+        }
+        let (body, credit, outcome) = match mode {
+            Mode::Ready => return SendOutcome::NotReady,
+            Mode::Buffered(space) => {
+                let body = Body::Eager {
+                    data: data.to_vec(),
+                    _space: Some(space),
+                };
+                (body, 0, SendOutcome::Done)
+            }
+            Mode::Standard
+                if data.len() <= self.eager_threshold
+                    && inbox.credit_used[from] + data.len() <= self.credit =>
+            {
+                let body = Body::Eager {
+                    data: data.to_vec(),
+                    _space: None,
+                };
+                (body, data.len(), SendOutcome::Done)
+            }
+            Mode::Standard | Mode::Synchronous => {
+                let done = Arc::new(Completion::new());
+                let body = Body::Borrowed {
+                    src: SendPtr(data.as_ptr(), data.len()),
+                    done: done.clone(),
+                };
+                (body, 0, SendOutcome::Pending(done))
+            }
+        };
+        self.enqueue(inbox, to, env, Incoming { body, from, credit });
+        outcome
+    }
+
+    /// Sends an owned `Vec` (boxed as `data`) without copying it.
+    /// `Pending` when the pair's credit is used up: the send completes at the match.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must be the contents of the `Vec` inside `data`.
+    pub unsafe fn send_owned(
+        &self,
+        from: usize,
+        to: usize,
+        env: Envelope,
+        data: Box<dyn Any + Send>,
+        ptr: *const u8,
+        len: usize,
+    ) -> SendOutcome {
+        let src = SendPtr(ptr, len);
+        let mut inbox = self.inbox(to);
+        if let Some(posted) = inbox.matcher.take_posted(&env) {
+            drop(inbox);
+            let body = Body::Owned {
+                data: Some(data),
+                src,
+                done: None,
+            };
+            posted.done.complete(posted.dst.fill(body.bytes(), &env));
+            return SendOutcome::Done;
+        }
+        let (credit, done) = if inbox.credit_used[from] + len <= self.credit {
+            (len, None)
+        } else {
+            (0, Some(Arc::new(Completion::new())))
+        };
+        let outcome = match &done {
+            Some(d) => SendOutcome::Pending(d.clone()),
+            None => SendOutcome::Done,
+        };
+        let body = Body::Owned {
+            data: Some(data),
+            src,
+            done,
+        };
+        self.enqueue(inbox, to, env, Incoming { body, from, credit });
+        outcome
+    }
+
+    fn enqueue(&self, mut inbox: MutexGuard<'_, Inbox>, to: usize, env: Envelope, msg: Incoming) {
+        inbox.credit_used[msg.from] += msg.credit;
+        inbox.matcher.push_unexpected(env, msg);
+        drop(inbox);
+        self.mailboxes[to].arrivals.notify();
+    }
+
+    /// Removes a rendezvous send that no receive has matched yet (used when a
+    /// pending send must be abandoned). `false` if it was already matched.
+    pub fn cancel_send(&self, to: usize, done: &Arc<Completion>) -> bool {
+        let mut inbox = self.inbox(to);
+        let pat_all = |inc: &Incoming| match &inc.body {
+            Body::Borrowed { done: d, .. } => Arc::ptr_eq(d, done),
+            Body::Owned { done: Some(d), .. } => Arc::ptr_eq(d, done),
+            _ => false,
+        };
+        let found = inbox.matcher.remove_unexpected(pat_all);
+        drop(inbox);
+        // Dropping the body completes `done`.
+        found.is_some()
+    }
+
+    /// Posts a receive at world rank `me`.
+    pub fn recv(&self, me: usize, pat: Pattern, dst: RecvBuf) -> RecvOutcome {
+        let mut inbox = self.inbox(me);
+        if let Some((env, msg)) = Self::take(&mut inbox, &pat) {
+            drop(inbox);
+            // Copy, then drop the body: that completes a rendezvous sender.
+            return RecvOutcome::Done(dst.fill(msg.body.bytes(), &env));
+        }
+        let id = self.next_recv_id.fetch_add(1, Relaxed);
+        let done = Arc::new(Completion::new());
+        inbox.matcher.push_posted(
+            pat,
+            Posted {
+                id,
+                dst,
+                done: done.clone(),
+            },
+        );
+        RecvOutcome::Pending { id, done }
+    }
+
+    fn take(inbox: &mut Inbox, pat: &Pattern) -> Option<(Envelope, Incoming)> {
+        let (env, msg) = inbox.matcher.take_unexpected(pat)?;
+        inbox.credit_used[msg.from] -= msg.credit;
+        Some((env, msg))
+    }
+
+    /// Withdraws a posted receive that no send has matched. `false` if a send
+    /// already matched it (its completion is then done or about to be).
+    pub fn cancel_recv(&self, me: usize, id: u64) -> bool {
+        self.inbox(me)
+            .matcher
+            .remove_posted(|p| p.id == id)
+            .is_some()
+    }
+
+    /// Nonblocking probe: the status of the first message `pat` accepts.
+    pub fn iprobe(&self, me: usize, pat: &Pattern) -> Option<Status> {
+        let inbox = self.inbox(me);
+        let (env, msg) = inbox.matcher.peek_unexpected(pat)?;
+        Some(Status::new(env.source, env.tag, msg.body.bytes().len()))
+    }
+
+    /// Nonblocking matched probe: claims the first message `pat` accepts.
+    pub fn improbe(&self, me: usize, pat: &Pattern) -> Option<(Envelope, Body)> {
+        let mut inbox = self.inbox(me);
+        Self::take(&mut inbox, pat).map(|(env, msg)| (env, msg.body))
+    }
+
+    /// Blocks until `poll` (usually a probe of `me`'s mailbox) finds something.
+    pub fn wait_arrival<T>(
+        &self,
+        me: usize,
+        failure: &Failure,
+        poll: impl FnMut() -> Option<T>,
+    ) -> Result<T> {
+        self.mailboxes[me].arrivals.wait_for(failure, poll)
+    }
+
+    /// Bytes of eagerly buffered (copied or moved) messages waiting at `me`.
+    pub fn buffered_bytes(&self, me: usize) -> usize {
+        self.inbox(me).credit_used.iter().sum()
+    }
+}
