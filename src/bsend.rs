@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
 
-use crate::sync::{poll_until, Failure};
+use crate::sync::{poll_until, Liveness};
 use crate::{Error, Result, BSEND_OVERHEAD};
 
 #[derive(Debug)]
@@ -77,14 +77,14 @@ impl AttachedBuffer {
     }
 
     /// Detaches the buffer once every message stored in it is delivered; returns its size.
-    pub fn detach(&self, failure: &Failure) -> Result<usize> {
+    pub fn detach(&self, live: &Liveness) -> Result<usize> {
         let a = self
             .attached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or(Error::NoBufferAttached)?;
-        let drained = poll_until(failure, || (a.used.load(Acquire) == 0).then_some(()));
+        let drained = poll_until(live, || (a.used.load(Acquire) == 0).then_some(()));
         if let Err(e) = drained {
             // Leave it attached: its messages are still in flight.
             *self.attached.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);

@@ -7,7 +7,7 @@ use std::thread;
 
 use crate::bsend::AttachedBuffer;
 use crate::placement::{self, Placement};
-use crate::sync::Failure;
+use crate::sync::{Liveness, SPINS_DEDICATED, SPINS_OVERSUBSCRIBED};
 use crate::transport::shm::Shm;
 use crate::{Comm, Error, Result};
 
@@ -19,7 +19,7 @@ pub const DEFAULT_CREDIT: usize = 256 * 1024;
 /// Everything the ranks of one job share.
 pub(crate) struct World {
     pub shm: Shm,
-    pub failure: Failure,
+    pub live: Liveness,
     /// Attached buffers for buffered sends, one per rank.
     pub bsend: Box<[AttachedBuffer]>,
     /// Next free communicator context (contexts come in pairs: p2p, collective).
@@ -140,7 +140,11 @@ impl Runtime {
         let plan = placement::plan(self.placement, n, &cores);
         let world = Arc::new(World {
             shm: Shm::new(n, self.eager_threshold, self.credit),
-            failure: Failure::default(),
+            live: Liveness::new(if n > cores.len().max(1) {
+                SPINS_OVERSUBSCRIBED
+            } else {
+                SPINS_DEDICATED
+            }),
             bsend: (0..n).map(|_| AttachedBuffer::default()).collect(),
             next_ctx: AtomicU32::new(2),
             pinned: (0..n).map(|_| OnceLock::new()).collect(),
@@ -155,7 +159,7 @@ impl Runtime {
                     thread::Builder::new()
                         .name(format!("courier-rank-{rank}"))
                         .spawn_scoped(s, move || {
-                            world.failure.register(thread::current());
+                            world.live.register(thread::current());
                             let pinned = core.filter(|&c| placement::pin_current(c));
                             let _ = world.pinned[rank].set(pinned);
                             let comm = Comm::world(world.clone(), rank);
@@ -174,7 +178,7 @@ impl Runtime {
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push((rank, outcome));
-                            world.failure.fail(rank);
+                            world.live.fail(rank);
                             None
                         })
                         .expect("spawning a rank thread")
@@ -185,7 +189,7 @@ impl Runtime {
                 .map(|h| h.join().unwrap_or(None))
                 .collect()
         });
-        if let Some(first) = world.failure.first() {
+        if let Some(first) = world.live.first() {
             let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
             let i = errors
                 .iter()

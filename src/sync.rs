@@ -6,8 +6,6 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
-use crossbeam_utils::Backoff;
-
 use crate::{Error, Result, Status};
 
 /// Longest a parked waiter sleeps before it looks at the failure flag again.
@@ -15,15 +13,67 @@ use crate::{Error, Result, Status};
 /// nobody will ever wake (its peer died) takes to notice.
 const PARK_SLICE: Duration = Duration::from_millis(2);
 
-/// The first failure of the run (a rank that panicked or returned an error).
-#[derive(Debug, Default)]
-pub(crate) struct Failure {
+/// Spins before a waiter starts yielding when every rank has a core of its own:
+/// long enough to cover a message round trip many times over (tens of µs).
+pub(crate) const SPINS_DEDICATED: u32 = 1 << 14;
+/// Spins before yielding when ranks outnumber cores: the peer we wait for may
+/// need this very core, so give it up almost at once.
+pub(crate) const SPINS_OVERSUBSCRIBED: u32 = 1 << 6;
+/// Yields after spinning, before parking.
+const YIELDS: u32 = 16;
+
+/// Spin, then yield, then tell the caller to park.
+struct Spinner {
+    step: u32,
+    spins: u32,
+}
+
+impl Spinner {
+    fn new(spins: u32) -> Self {
+        Spinner { step: 0, spins }
+    }
+
+    /// Waits a little; `false` once it is time to park instead.
+    #[inline]
+    fn pause(&mut self) -> bool {
+        self.step += 1;
+        if self.step <= self.spins {
+            std::hint::spin_loop();
+            true
+        } else if self.step <= self.spins + YIELDS {
+            thread::yield_now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What every wait needs to stay live: how long to spin before parking, and
+/// the first failure of the run (a rank that panicked or returned an error).
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    spins: u32,
     failed: AtomicBool,
     first: OnceLock<usize>,
     rank_threads: Mutex<Vec<Thread>>,
 }
 
-impl Failure {
+impl Liveness {
+    /// Waiters spin `spins` times before they yield and then park.
+    pub fn new(spins: u32) -> Self {
+        Liveness {
+            spins,
+            failed: AtomicBool::new(false),
+            first: OnceLock::new(),
+            rank_threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn spinner(&self) -> Spinner {
+        Spinner::new(self.spins)
+    }
+
     /// Registers a rank thread, to be woken when any rank fails.
     pub fn register(&self, t: Thread) {
         self.rank_threads
@@ -121,27 +171,26 @@ impl Completion {
 
     /// Waits for completion, or until a rank fails (then `Err(PeerFailed)`; the
     /// operation itself may still complete later).
-    pub fn wait(&self, failure: &Failure) -> Result<Status> {
-        self.wait_inner(Some(failure))?;
-        self.outcome
-            .get()
-            .cloned()
-            .expect("done implies an outcome")
+    pub fn wait(&self, live: &Liveness) -> Result<Status> {
+        self.wait_inner(live, true)?;
+        self.outcome().expect("done implies an outcome")
     }
 
     /// Waits for completion whatever happens elsewhere. Only for completions
     /// that are guaranteed to come (a receiver already copying our buffer).
-    pub fn wait_regardless(&self) {
-        let _ = self.wait_inner(None);
+    pub fn wait_regardless(&self, live: &Liveness) {
+        let _ = self.wait_inner(live, false);
     }
 
-    fn wait_inner(&self, failure: Option<&Failure>) -> Result<()> {
-        let backoff = Backoff::new();
-        while !backoff.is_completed() {
+    fn wait_inner(&self, live: &Liveness, watch_failure: bool) -> Result<()> {
+        let mut spinner = live.spinner();
+        loop {
             if self.is_done() {
                 return Ok(());
             }
-            backoff.snooze();
+            if !spinner.pause() {
+                break;
+            }
         }
         *self.sleeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
         self.sleeping.store(true, SeqCst);
@@ -149,8 +198,8 @@ impl Completion {
             if self.done.load(SeqCst) {
                 break Ok(());
             }
-            if let Some(f) = failure {
-                if let Err(e) = f.check() {
+            if watch_failure {
+                if let Err(e) = live.check() {
                     break Err(e);
                 }
             }
@@ -185,13 +234,15 @@ impl ArrivalWaiters {
     }
 
     /// Waits until `poll` returns `Some`, re-polling after each arrival.
-    pub fn wait_for<T>(&self, failure: &Failure, mut poll: impl FnMut() -> Option<T>) -> Result<T> {
-        let backoff = Backoff::new();
-        while !backoff.is_completed() {
+    pub fn wait_for<T>(&self, live: &Liveness, mut poll: impl FnMut() -> Option<T>) -> Result<T> {
+        let mut spinner = live.spinner();
+        loop {
             if let Some(v) = poll() {
                 return Ok(v);
             }
-            backoff.snooze();
+            if !spinner.pause() {
+                break;
+            }
         }
         let me = thread::current();
         self.threads
@@ -204,7 +255,7 @@ impl ArrivalWaiters {
             if let Some(v) = poll() {
                 break Ok(v);
             }
-            if let Err(e) = failure.check() {
+            if let Err(e) = live.check() {
                 break Err(e);
             }
             thread::park_timeout(PARK_SLICE);
@@ -220,17 +271,15 @@ impl ArrivalWaiters {
 
 /// Polls `ready` until it returns `Some` (spin, then short sleeps), or a rank fails.
 /// For waits on several things at once (`wait_any`, `detach_buffer`).
-pub(crate) fn poll_until<T>(failure: &Failure, mut ready: impl FnMut() -> Option<T>) -> Result<T> {
-    let backoff = Backoff::new();
+pub(crate) fn poll_until<T>(live: &Liveness, mut ready: impl FnMut() -> Option<T>) -> Result<T> {
+    let mut spinner = live.spinner();
     loop {
         if let Some(v) = ready() {
             return Ok(v);
         }
-        failure.check()?;
-        if backoff.is_completed() {
+        live.check()?;
+        if !spinner.pause() {
             thread::park_timeout(Duration::from_micros(50));
-        } else {
-            backoff.snooze();
         }
     }
 }

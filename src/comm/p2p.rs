@@ -222,7 +222,7 @@ impl Comm {
         let me = self.world_rank();
         self.world
             .shm
-            .wait_arrival(me, &self.world.failure, || self.world.shm.iprobe(me, &pat))
+            .wait_arrival(me, &self.world.live, || self.world.shm.iprobe(me, &pat))
     }
 
     /// Nonblocking probe (`MPI_Iprobe`): the status of a matching message, if any.
@@ -243,7 +243,7 @@ impl Comm {
         let (env, body) = self
             .world
             .shm
-            .wait_arrival(me, &self.world.failure, || self.world.shm.improbe(me, &pat))?;
+            .wait_arrival(me, &self.world.live, || self.world.shm.improbe(me, &pat))?;
         Ok(Message { env, body })
     }
 
@@ -270,7 +270,7 @@ impl Comm {
     /// Detaches the buffer (`MPI_Buffer_detach`), waiting until every message
     /// stored in it has been delivered; returns its size.
     pub fn detach_buffer(&self) -> Result<usize> {
-        self.world.bsend[self.world_rank()].detach(&self.world.failure)
+        self.world.bsend[self.world_rank()].detach(&self.world.live)
     }
 
     /// Free bytes in the attached buffer, `None` when none is attached.
@@ -332,11 +332,11 @@ impl Comm {
     /// receiver is already copying, waits for it: either way the sender's buffer is
     /// released only once the transport no longer refers to it.
     pub(crate) fn settle_send(&self, dest_w: usize, done: &Arc<Completion>) -> Result<()> {
-        match done.wait(&self.world.failure) {
+        match done.wait(&self.world.live) {
             Ok(_) => Ok(()),
             Err(e) if self.world.shm.cancel_send(dest_w, done) => Err(e),
             Err(_) => {
-                done.wait_regardless();
+                done.wait_regardless(&self.world.live);
                 Ok(())
             }
         }
@@ -345,11 +345,11 @@ impl Comm {
     /// Waits for a pending receive; like [`settle_send`](Self::settle_send), never
     /// returns while a sender may still write into the buffer.
     pub(crate) fn settle_recv(&self, id: u64, done: &Arc<Completion>) -> Result<Status> {
-        match done.wait(&self.world.failure) {
+        match done.wait(&self.world.live) {
             Ok(status) => Ok(status),
             Err(e) if self.world.shm.cancel_recv(self.world_rank(), id) => Err(e),
             Err(_) => {
-                done.wait_regardless();
+                done.wait_regardless(&self.world.live);
                 done.outcome().expect("completed")
             }
         }

@@ -258,7 +258,7 @@ impl<'s, 'env> Scope<'s, 'env> {
                 }
                 Outstanding::Recv { id, done } => {
                     if !self.comm.world.shm.cancel_recv(self.comm.world_rank(), id) {
-                        done.wait_regardless();
+                        done.wait_regardless(&self.comm.world.live);
                     }
                 }
             }
@@ -295,7 +295,7 @@ impl Request<'_> {
         if self.is_ready() {
             return self.wait_mut().map(Some);
         }
-        self.comm.world.failure.check()?;
+        self.comm.world.live.check()?;
         Ok(None)
     }
 
@@ -355,7 +355,7 @@ pub fn wait_any(reqs: &mut [Request<'_>]) -> Result<Option<(usize, Result<Status
         return Ok(None);
     }
     let comm = reqs[0].comm;
-    poll_until(&comm.world.failure, || {
+    poll_until(&comm.world.live, || {
         let i = reqs.iter().position(|r| r.is_active() && r.is_ready())?;
         Some((i, reqs[i].wait_mut()))
     })
@@ -387,7 +387,7 @@ pub fn test_all(reqs: &mut [Request<'_>]) -> Result<Option<Vec<Status>>> {
         return wait_all(reqs).map(Some);
     }
     if let Some(r) = reqs.first() {
-        r.comm.world.failure.check()?;
+        r.comm.world.live.check()?;
     }
     Ok(None)
 }

@@ -30,7 +30,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::bsend::BsendSpace;
 use crate::matching::{Envelope, Matcher, Pattern};
-use crate::sync::{ArrivalWaiters, Completion, Failure};
+use crate::sync::{ArrivalWaiters, Completion, Liveness};
 use crate::{Error, Result, Status};
 
 /// Element type of a receive buffer, for the type check of the message length.
@@ -437,10 +437,10 @@ impl Shm {
     pub fn wait_arrival<T>(
         &self,
         me: usize,
-        failure: &Failure,
+        live: &Liveness,
         poll: impl FnMut() -> Option<T>,
     ) -> Result<T> {
-        self.mailboxes[me].arrivals.wait_for(failure, poll)
+        self.mailboxes[me].arrivals.wait_for(live, poll)
     }
 
     /// Bytes of eagerly buffered (copied or moved) messages waiting at `me`.

@@ -1,0 +1,79 @@
+//! The `courier` command: runtime info and benchmarks.
+
+mod bench_p2p;
+mod info;
+
+use clap::{Parser, Subcommand};
+use courier::{Placement, Runtime};
+
+#[derive(Parser)]
+#[command(
+    name = "courier",
+    version,
+    about = "MPI-style messaging runtime: info and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command shares: how the job is started.
+#[derive(clap::Args, Clone, Debug)]
+struct JobArgs {
+    /// Ranks (threads) to start [default: COURIER_RANKS, else the cores this process may use]
+    #[arg(long, short = 'n')]
+    ranks: Option<usize>,
+    /// Pinning policy: compact, scatter or none
+    #[arg(long, default_value = "compact")]
+    placement: Placement,
+    /// Largest standard send copied eagerly (bytes)
+    #[arg(long, default_value_t = courier::DEFAULT_EAGER_THRESHOLD)]
+    eager_threshold: usize,
+    /// Flow-control credit per pair of ranks (bytes)
+    #[arg(long, default_value_t = courier::DEFAULT_CREDIT)]
+    credit: usize,
+}
+
+impl JobArgs {
+    fn runtime(&self) -> Runtime {
+        let rt = Runtime::new()
+            .placement(self.placement)
+            .eager_threshold(self.eager_threshold)
+            .credit(self.credit);
+        match self.ranks {
+            Some(n) => rt.ranks(n),
+            None => rt,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transports, ranks, threads and where each rank is pinned
+    Info(info::InfoArgs),
+    /// Benchmarks
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Compare send modes: ping-pong latency per mode and size, against baselines
+    P2p(bench_p2p::P2pArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info::run(&args),
+        Command::Bench {
+            which: Bench::P2p(args),
+        } => bench_p2p::run(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("courier: {e}");
+        std::process::exit(1);
+    }
+}
