@@ -191,14 +191,9 @@ impl Comm {
         recv.copy_from_slice(&send[me * k..(me + 1) * k]);
         self.scope(|s| {
             let mut reqs = Vec::with_capacity(self.size());
-            for (i, chunk) in send.chunks(k.max(1)).enumerate().filter(|&(i, _)| i != me) {
-                reqs.push(s.isend_on(
-                    self.coll_ctx(),
-                    bytemuck::cast_slice(chunk),
-                    i,
-                    SCATTER,
-                    Mode::Standard,
-                )?);
+            for i in (0..self.size()).filter(|&i| i != me) {
+                let chunk: &[u8] = bytemuck::cast_slice(&send[i * k..(i + 1) * k]);
+                reqs.push(s.isend_on(self.coll_ctx(), chunk, i, SCATTER, Mode::Standard)?);
             }
             wait_all(&mut reqs).map(drop)
         })

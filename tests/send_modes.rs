@@ -1,0 +1,324 @@
+//! Where each send mode synchronizes, shown by behaviour: what has happened at
+//! the receiver when a send returns.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::{run, run_ok, DEADLINE, RANK_COUNTS};
+use courier::{Error, ANY_SOURCE, ANY_TAG, BSEND_OVERHEAD};
+
+/// Spins until `flag` is set; fails the test instead of hanging.
+fn await_flag(flag: &AtomicBool) {
+    let start = Instant::now();
+    while !flag.load(SeqCst) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "flag never set: the peer is stuck"
+        );
+        sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn ssend_does_not_return_before_the_receive_is_posted() {
+    for size in [8usize, 1 << 20] {
+        let posted = Arc::new(AtomicBool::new(false));
+        run_ok(2, move |comm| {
+            if comm.rank() == 0 {
+                comm.ssend(&vec![7u8; size], 1, 0)?;
+                assert!(
+                    posted.load(SeqCst),
+                    "ssend of {size} B returned before the receive was posted"
+                );
+            } else {
+                sleep(Duration::from_millis(100));
+                posted.store(true, SeqCst);
+                let mut buf = vec![0u8; size];
+                comm.recv(&mut buf, 0, 0)?;
+                assert!(buf.iter().all(|&b| b == 7));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn issend_request_stays_pending_until_the_receive_is_posted() {
+    let posted = Arc::new(AtomicBool::new(false));
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            let data = [1u32, 2, 3];
+            comm.scope(|s| {
+                let mut r = s.issend(&data, 1, 4)?;
+                assert_eq!(
+                    r.test()?,
+                    None,
+                    "issend complete before the receiver matched"
+                );
+                r.wait()?;
+                assert!(posted.load(SeqCst));
+                Ok(())
+            })
+        } else {
+            sleep(Duration::from_millis(50));
+            posted.store(true, SeqCst);
+            let mut buf = [0u32; 3];
+            comm.recv(&mut buf, 0, 4)?;
+            assert_eq!(buf, [1, 2, 3]);
+            Ok(())
+        }
+    });
+}
+
+#[test]
+fn small_standard_send_returns_before_the_receive_is_posted() {
+    let sent = Arc::new(AtomicBool::new(false));
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            comm.send(&[42u64; 4], 1, 9)?;
+            sent.store(true, SeqCst);
+        } else {
+            // Post only once the send has returned: a send that waited for the
+            // receiver would never set the flag.
+            await_flag(&sent);
+            let mut buf = [0u64; 4];
+            let st = comm.recv(&mut buf, 0, 9)?;
+            assert_eq!((buf, st.source, st.tag, st.bytes), ([42; 4], 0, 9, 32));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn bsend_returns_without_the_receiver_even_for_large_messages() {
+    let sent = Arc::new(AtomicBool::new(false));
+    run_ok(2, move |comm| {
+        let n = 1 << 20;
+        if comm.rank() == 0 {
+            comm.attach_buffer(n + BSEND_OVERHEAD)?;
+            let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            comm.bsend(&data, 1, 0)?;
+            sent.store(true, SeqCst);
+            assert_eq!(comm.detach_buffer()?, n + BSEND_OVERHEAD);
+        } else {
+            await_flag(&sent);
+            let mut buf = vec![0u8; n];
+            comm.recv(&mut buf, 0, 0)?;
+            assert!(buf.iter().enumerate().all(|(i, &b)| b == i as u8));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn bsend_space_is_exact_refused_when_full_and_returned_on_delivery() {
+    run_ok(2, |comm| {
+        if comm.rank() == 0 {
+            comm.attach_buffer(1000)?;
+            comm.bsend(&[1u8; 800], 1, 0)?;
+            assert_eq!(comm.buffer_free(), Some(1000 - 800 - BSEND_OVERHEAD));
+            let err = comm.bsend(&[2u8; 100], 1, 0).unwrap_err();
+            assert_eq!(
+                err,
+                Error::BufferExhausted {
+                    needed: 100 + BSEND_OVERHEAD,
+                    free: 1000 - 800 - BSEND_OVERHEAD
+                }
+            );
+            // detach waits until the stored message is delivered.
+            assert_eq!(comm.detach_buffer()?, 1000);
+            comm.attach_buffer(1000)?;
+            assert_eq!(comm.buffer_free(), Some(1000));
+            comm.bsend(&[3u8; 100], 1, 1)?;
+            comm.detach_buffer()?;
+        } else {
+            let mut buf = [0u8; 800];
+            comm.recv(&mut buf, 0, 0)?;
+            assert!(buf.iter().all(|&b| b == 1));
+            let mut small = [0u8; 100];
+            let st = comm.recv(&mut small, 0, ANY_TAG)?;
+            // The refused message was never sent: the next one is the tag-1 one.
+            assert_eq!((st.tag, small[0]), (1, 3));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn bsend_without_buffer_and_double_attach_are_errors() {
+    run_ok(1, |comm| {
+        assert_eq!(comm.bsend(&[1u8], 0, 0), Err(Error::NoBufferAttached));
+        assert_eq!(comm.detach_buffer(), Err(Error::NoBufferAttached));
+        comm.attach_buffer(64)?;
+        assert_eq!(
+            comm.attach_buffer(64),
+            Err(Error::BufferAlreadyAttached { size: 64 })
+        );
+        comm.detach_buffer()?;
+        Ok(())
+    });
+}
+
+#[test]
+fn rsend_without_a_posted_receive_is_not_ready_and_delivers_nothing() {
+    run_ok(2, |comm| {
+        if comm.rank() == 0 {
+            assert_eq!(
+                comm.rsend(&[5u8; 16], 1, 3),
+                Err(Error::NotReady { dest: 1, tag: 3 })
+            );
+            comm.barrier()?;
+            comm.barrier()?; // rank 1 has posted a tag-3 receive
+            comm.rsend(&[6u8; 16], 1, 3)?;
+            // A posted receive with another tag does not make a ready send legal.
+            comm.barrier()?;
+            assert_eq!(
+                comm.rsend(&[7u8; 16], 1, 4),
+                Err(Error::NotReady { dest: 1, tag: 4 })
+            );
+            comm.barrier()?;
+        } else {
+            comm.barrier()?;
+            assert_eq!(
+                comm.iprobe(ANY_SOURCE, ANY_TAG)?,
+                None,
+                "a refused ready send left a message"
+            );
+            let mut buf = [0u8; 16];
+            comm.scope(|s| {
+                let r = s.irecv(&mut buf, 0, 3)?;
+                comm.barrier()?;
+                r.wait()
+            })?;
+            assert_eq!(buf, [6; 16]);
+            let mut other = [0u8; 16];
+            comm.scope(|s| {
+                let mut r = s.irecv(&mut other, 0, 5)?;
+                comm.barrier()?;
+                comm.barrier()?;
+                assert!(r.cancel()?);
+                r.wait()
+            })?;
+            assert_eq!(
+                other, [0; 16],
+                "receiver was touched by a refused ready send"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn send_owned_moves_the_buffer_without_copying() {
+    for n in [1usize, 1 << 20] {
+        run_ok(2, move |comm| {
+            if comm.rank() == 0 {
+                let v: Vec<u32> = (0..n as u32).collect();
+                comm.send(&[v.as_ptr() as usize], 1, 0)?;
+                comm.send_owned(v, 1, 1)?;
+            } else {
+                let mut addr = [0usize];
+                comm.recv(&mut addr, 0, 0)?;
+                let (v, st) = comm.recv_owned::<u32>(0, 1)?;
+                assert_eq!(
+                    v.as_ptr() as usize,
+                    addr[0],
+                    "the Vec was copied, not moved"
+                );
+                assert_eq!((v.len(), st.bytes), (n, 4 * n));
+                assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn owned_and_slice_messages_interoperate() {
+    run_ok(2, |comm| {
+        if comm.rank() == 0 {
+            comm.send_owned(vec![1u16, 2, 3], 1, 0)?; // received into a slice
+            comm.send(&[4u16, 5], 1, 1)?; // received as a Vec
+            comm.send_owned(vec![0x0102_0304u32], 1, 2)?; // received as other type
+        } else {
+            let mut a = [0u16; 3];
+            comm.recv(&mut a, 0, 0)?;
+            assert_eq!(a, [1, 2, 3]);
+            assert_eq!(comm.recv_owned::<u16>(0, 1)?.0, vec![4, 5]);
+            let (bytes, _) = comm.recv_owned::<u8>(0, 2)?;
+            assert_eq!(bytes, 0x0102_0304u32.to_ne_bytes().to_vec());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn every_mode_delivers_every_size_in_a_ring() {
+    for ranks in RANK_COUNTS {
+        for size in [0usize, 1, 100, 20_000, 300_000] {
+            let done = Arc::new(AtomicUsize::new(0));
+            let counted = done.clone();
+            run_ok(ranks, move |comm| {
+                let (me, p) = (comm.rank(), comm.size());
+                let (right, left) = ((me + 1) % p, (me + p - 1) % p);
+                comm.attach_buffer(4 * (size + BSEND_OVERHEAD))?;
+                let data: Vec<u8> = (0..size).map(|i| (i + me) as u8).collect();
+                let mut buf = vec![0u8; size];
+                let check = |buf: &[u8]| {
+                    assert!(buf.iter().enumerate().all(|(i, &b)| b == (i + left) as u8))
+                };
+                for mode in 0..4 {
+                    comm.scope(|s| {
+                        let r = s.irecv(&mut buf, left, mode)?;
+                        comm.barrier()?; // every receive is posted: rsend is legal
+                        match mode {
+                            0 => comm.send(&data, right, mode)?,
+                            1 => comm.bsend(&data, right, mode)?,
+                            2 => comm.ssend(&data, right, mode)?,
+                            _ => comm.rsend(&data, right, mode)?,
+                        }
+                        let st = r.wait()?;
+                        assert_eq!((st.source, st.tag, st.bytes), (left, mode, size));
+                        Ok::<_, Error>(())
+                    })?;
+                    check(&buf);
+                }
+                let st = comm.sendrecv(&data, right, 9, &mut buf, left, 9)?;
+                assert_eq!(st.bytes, size);
+                check(&buf);
+                let mut inplace = data.clone();
+                comm.sendrecv_replace(&mut inplace, right, 10, left, 10)?;
+                check(&inplace);
+                comm.detach_buffer()?;
+                counted.fetch_add(1, SeqCst);
+                Ok(())
+            });
+            assert_eq!(done.load(SeqCst), ranks);
+        }
+    }
+}
+
+#[test]
+fn rendezvous_sends_to_self_complete_through_a_posted_receive() {
+    run_ok(1, |comm| {
+        let data = vec![3u8; 100_000];
+        let mut buf = vec![0u8; 100_000];
+        comm.scope(|s| {
+            let r = s.irecv(&mut buf, 0, 0)?;
+            comm.ssend(&data, 0, 0)?;
+            r.wait()
+        })?;
+        assert_eq!(buf, data);
+        Ok(())
+    });
+}
+
+#[test]
+fn zero_ranks_is_a_configuration_error() {
+    let err = run(0, |_| Ok(())).unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+}
