@@ -101,3 +101,150 @@ impl<R, M> Matcher<R, M> {
         self.unexpected.remove(i)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Properties from MPI 4.0 §3.5 ("Semantics of point-to-point communication"),
+    //! checked on random interleavings of posted receives and arriving messages.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Post(Pattern),
+        Arrive(Envelope),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let env = (0u32..2, 0usize..3, 0i32..3).prop_map(|(ctx, source, tag)| Envelope {
+            ctx,
+            source,
+            tag,
+        });
+        let pat = (
+            0u32..2,
+            proptest::option::of(0usize..3),
+            proptest::option::of(0i32..3),
+        )
+            .prop_map(|(ctx, source, tag)| Pattern { ctx, source, tag });
+        prop_oneof![pat.prop_map(Op::Post), env.prop_map(Op::Arrive)]
+    }
+
+    /// Runs the ops; returns posted patterns, arrived envelopes, and the matches
+    /// as (receive index, message index, pending receives, pending messages) at
+    /// the moment of each match.
+    #[allow(clippy::type_complexity)]
+    fn simulate(
+        ops: &[Op],
+    ) -> (
+        Vec<Pattern>,
+        Vec<Envelope>,
+        Vec<(usize, usize, Vec<usize>, Vec<usize>)>,
+        Matcher<usize, usize>,
+    ) {
+        let mut m: Matcher<usize, usize> = Matcher::default();
+        let (mut recvs, mut msgs, mut matches) = (vec![], vec![], vec![]);
+        let (mut pend_r, mut pend_m): (Vec<usize>, Vec<usize>) = (vec![], vec![]);
+        for op in ops {
+            match op {
+                Op::Post(p) => {
+                    let r = recvs.len();
+                    recvs.push(*p);
+                    match m.take_unexpected(p) {
+                        Some((_, msg)) => {
+                            matches.push((r, msg, pend_r.clone(), pend_m.clone()));
+                            pend_m.retain(|&x| x != msg);
+                        }
+                        None => {
+                            m.push_posted(*p, r);
+                            pend_r.push(r);
+                        }
+                    }
+                }
+                Op::Arrive(e) => {
+                    let i = msgs.len();
+                    msgs.push(*e);
+                    match m.take_posted(e) {
+                        Some(r) => {
+                            matches.push((r, i, pend_r.clone(), pend_m.clone()));
+                            pend_r.retain(|&x| x != r);
+                        }
+                        None => {
+                            m.push_unexpected(*e, i);
+                            pend_m.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        (recvs, msgs, matches, m)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_are_correct_ordered_and_complete(ops in proptest::collection::vec(op(), 0..80)) {
+            let (recvs, msgs, matches, mut m) = simulate(&ops);
+            let mut used_r = vec![false; recvs.len()];
+            let mut used_m = vec![false; msgs.len()];
+            for (r, i, pend_r, pend_m) in &matches {
+                prop_assert!(recvs[*r].matches(&msgs[*i]), "matched a message the receive does not accept");
+                prop_assert!(!used_r[*r] && !used_m[*i], "matched twice");
+                used_r[*r] = true;
+                used_m[*i] = true;
+                // Non-overtaking: no earlier message from the same sender on the same
+                // context that this receive accepts was still waiting.
+                for &j in pend_m {
+                    let same_sender = msgs[j].ctx == msgs[*i].ctx && msgs[j].source == msgs[*i].source;
+                    prop_assert!(!(j < *i && same_sender && recvs[*r].matches(&msgs[j])), "message {i} overtook {j}");
+                }
+                // Receives in posting order: no earlier pending receive accepted it.
+                for &q in pend_r {
+                    prop_assert!(!(q < *r && recvs[q].matches(&msgs[*i])), "receive {r} overtook {q}");
+                }
+            }
+            // Nothing missed: no waiting receive accepts a waiting message.
+            for (r, p) in recvs.iter().enumerate().filter(|(r, _)| !used_r[*r]) {
+                prop_assert!(m.take_unexpected(p).is_none(), "receive {r} left a matching message waiting");
+            }
+        }
+    }
+
+    #[test]
+    fn wildcards_match_any_source_and_tag_but_not_another_context() {
+        let e = Envelope {
+            ctx: 3,
+            source: 2,
+            tag: 9,
+        };
+        assert!(Pattern {
+            ctx: 3,
+            source: None,
+            tag: None
+        }
+        .matches(&e));
+        assert!(Pattern {
+            ctx: 3,
+            source: Some(2),
+            tag: None
+        }
+        .matches(&e));
+        assert!(!Pattern {
+            ctx: 3,
+            source: Some(1),
+            tag: None
+        }
+        .matches(&e));
+        assert!(!Pattern {
+            ctx: 3,
+            source: None,
+            tag: Some(8)
+        }
+        .matches(&e));
+        assert!(!Pattern {
+            ctx: 4,
+            source: None,
+            tag: None
+        }
+        .matches(&e));
+    }
+}

@@ -1,0 +1,112 @@
+//! The `courier` command: tables, JSON output, clear errors.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn courier(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(args)
+        .output()
+        .expect("run courier")
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("courier-cli-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn info_reports_ranks_and_placement_as_text_and_json() {
+    let path = tmp("info.json");
+    let out = courier(&["info", "--ranks", "3", "--json", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ranks         3"), "{text}");
+    let json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(json["ranks"], 3);
+    assert_eq!(json["ranks_detail"].as_array().unwrap().len(), 3);
+    assert_eq!(json["placement"], "compact");
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn bench_p2p_quick_writes_every_mode_with_baselines() {
+    let path = tmp("bench.json");
+    let out = courier(&[
+        "bench",
+        "p2p",
+        "--quick",
+        "--sizes",
+        "8,64K",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let results = json["results"].as_array().unwrap();
+    let modes = [
+        "send",
+        "bsend",
+        "ssend",
+        "rsend",
+        "isend",
+        "ibsend",
+        "issend",
+        "irsend",
+        "sendrecv",
+        "send-owned",
+    ];
+    assert_eq!(results.len(), modes.len() * 2);
+    for mode in modes {
+        for size in [8, 65536] {
+            let r = results
+                .iter()
+                .find(|r| r["mode"] == mode && r["size"] == size)
+                .unwrap_or_else(|| panic!("{mode} {size} missing"));
+            assert_eq!(
+                (r["transport"].as_str(), r["test"].as_str()),
+                (Some("shm"), Some("latency"))
+            );
+            let l = &r["latency_us"];
+            let (min, p50, p99) = (
+                l["min"].as_f64().unwrap(),
+                l["p50"].as_f64().unwrap(),
+                l["p99"].as_f64().unwrap(),
+            );
+            assert!(0.0 < min && min <= p50 && p50 <= p99, "{mode} {size}: {l}");
+            assert!(r["bandwidth_mb_s"].as_f64().unwrap() > 0.0);
+        }
+    }
+    let baselines = json["baselines"].as_array().unwrap();
+    assert!(baselines.iter().any(|b| b["mode"] == "atomic-flag"));
+    assert_eq!(
+        baselines.iter().filter(|b| b["mode"] == "memcpy").count(),
+        2
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message_not_a_panic() {
+    let out = courier(&["bench", "p2p", "--modes", "telepathy"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mode \"telepathy\""));
+    let out = courier(&["bench", "p2p", "--ranks", "1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 2 ranks"));
+    let out = courier(&["info", "--ranks", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one rank"));
+    let out = courier(&["info", "--placement", "diagonal"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown placement"));
+    let out = courier(&["bench", "p2p", "--sizes", "12Q"]);
+    assert!(!out.status.success());
+}
