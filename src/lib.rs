@@ -62,6 +62,11 @@ mod status;
 mod sync;
 mod transport;
 
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use comm::request::{test_all, test_any, wait_all, wait_any, Request, Scope};
 pub use comm::{Comm, Message};
 pub use error::{Error, Result};
