@@ -60,6 +60,7 @@ fn invalid_ranks_and_tags_are_rejected_before_anything_is_sent() {
             None,
             "a rejected call sent something"
         );
+        comm.barrier()?; // both have looked before either sends for real
         comm.send(&[1u8], 1 - comm.rank(), TAG_UB)?; // the largest tag is fine
         comm.recv(&mut [0u8], ANY_SOURCE, TAG_UB)?;
         Ok(())

@@ -95,6 +95,7 @@ fn improbe_claims_and_mrecv_checks_size() {
             let mut buf = [0u8; 10];
             comm.recv(&mut buf, 0, 0)?;
             assert_eq!(buf, [8; 10], "the claimed message was received twice");
+            comm.probe(0, 0)?; // the third message has arrived
             let m = comm.improbe(0, 0)?.expect("third message");
             let (v, st) = m.mrecv_owned::<u8>()?;
             assert_eq!((v, st.bytes), (vec![9; 10], 10));

@@ -129,13 +129,17 @@ fn bsend_space_is_exact_refused_when_full_and_returned_on_delivery() {
                     free: 1000 - 800 - BSEND_OVERHEAD
                 }
             );
-            // detach waits until the stored message is delivered.
+            comm.barrier()?; // only now may rank 1 receive
+                             // detach waits until the stored message is delivered.
             assert_eq!(comm.detach_buffer()?, 1000);
             comm.attach_buffer(1000)?;
             assert_eq!(comm.buffer_free(), Some(1000));
             comm.bsend(&[3u8; 100], 1, 1)?;
             comm.detach_buffer()?;
         } else {
+            // Posting earlier would let the bsend deliver straight into the receive
+            // (and return its space at once): wait until rank 0 has checked.
+            comm.barrier()?;
             let mut buf = [0u8; 800];
             comm.recv(&mut buf, 0, 0)?;
             assert!(buf.iter().all(|&b| b == 1));

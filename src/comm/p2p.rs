@@ -328,6 +328,12 @@ impl Comm {
         }
     }
 
+    /// Moves messages that arrived through this rank's fastboxes into matching, so
+    /// pending receives see them (tests and `wait_any` call this before looking).
+    pub(crate) fn progress(&self) {
+        self.world.shm.progress(self.world_rank());
+    }
+
     /// Waits for a pending send. If a rank fails first, withdraws the send; if the
     /// receiver is already copying, waits for it: either way the sender's buffer is
     /// released only once the transport no longer refers to it.
@@ -345,9 +351,10 @@ impl Comm {
     /// Waits for a pending receive; like [`settle_send`](Self::settle_send), never
     /// returns while a sender may still write into the buffer.
     pub(crate) fn settle_recv(&self, id: u64, done: &Arc<Completion>) -> Result<Status> {
-        match done.wait(&self.world.live) {
+        let me = self.world_rank();
+        match self.world.shm.wait_recv(me, done, &self.world.live) {
             Ok(status) => Ok(status),
-            Err(e) if self.world.shm.cancel_recv(self.world_rank(), id) => Err(e),
+            Err(e) if self.world.shm.cancel_recv(me, id) => Err(e),
             Err(_) => {
                 done.wait_regardless(&self.world.live);
                 done.outcome().expect("completed")

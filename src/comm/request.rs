@@ -292,6 +292,7 @@ impl Request<'_> {
         if !self.is_active() {
             return Err(Error::InactiveRequest);
         }
+        self.comm.progress();
         if self.is_ready() {
             return self.wait_mut().map(Some);
         }
@@ -356,6 +357,7 @@ pub fn wait_any(reqs: &mut [Request<'_>]) -> Result<Option<(usize, Result<Status
     }
     let comm = reqs[0].comm;
     poll_until(&comm.world.live, || {
+        comm.progress();
         let i = reqs.iter().position(|r| r.is_active() && r.is_ready())?;
         Some((i, reqs[i].wait_mut()))
     })
@@ -382,6 +384,9 @@ pub fn test_any(reqs: &mut [Request<'_>]) -> Result<Option<(usize, Result<Status
 /// If every active request is done, completes them all and returns their statuses
 /// (`MPI_Testall`); otherwise completes none and returns `Ok(None)`.
 pub fn test_all(reqs: &mut [Request<'_>]) -> Result<Option<Vec<Status>>> {
+    if let Some(r) = reqs.first() {
+        r.comm.progress();
+    }
     let all_done = reqs.iter().all(Request::is_ready);
     if all_done {
         return wait_all(reqs).map(Some);

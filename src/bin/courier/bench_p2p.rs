@@ -307,8 +307,13 @@ fn ping_pong(
     let me = comm.rank();
     let peer = 1 - me;
     let b = batch(size, quick);
-    let mut sbuf = vec![me as u8; size];
+    let sbuf = vec![me as u8; size];
     let mut rbuf = vec![0u8; size];
+    let mut spare = if mode == "rsend" || mode == "irsend" {
+        vec![0u8; size]
+    } else {
+        vec![]
+    };
     let mut owned = Some(vec![0u8; size]);
     if mode == "bsend" || mode == "ibsend" {
         comm.attach_buffer(2 * (size + BSEND_OVERHEAD))?;
@@ -321,7 +326,7 @@ fn ping_pong(
     for s in 0..samples + warmup {
         let t = Instant::now();
         if ready {
-            ready_round_trips(comm, mode, b, &mut sbuf, &mut rbuf)?;
+            ready_round_trips(comm, mode, b, &sbuf, (&mut rbuf, &mut spare))?;
         } else {
             for _ in 0..b {
                 round_trip(comm, mode, peer, &sbuf, &mut rbuf, &mut owned)?;
@@ -391,8 +396,8 @@ fn ready_round_trips(
     comm: &Comm,
     mode: &str,
     b: usize,
-    sbuf: &mut [u8],
-    rbuf: &mut [u8],
+    sbuf: &[u8],
+    rbufs: (&mut [u8], &mut [u8]),
 ) -> Result<()> {
     let rsend = |buf: &[u8], dest: usize| -> Result<()> {
         if mode == "rsend" {
@@ -401,6 +406,7 @@ fn ready_round_trips(
             comm.scope(|s| s.irsend(buf, dest, TAG)?.wait().map(drop))
         }
     };
+    let (rbuf, spare) = rbufs;
     if comm.rank() == 0 {
         comm.barrier()?; // rank 1 has posted the first ping receive
         for _ in 0..b {
@@ -411,7 +417,10 @@ fn ready_round_trips(
             })?;
         }
     } else {
-        let (mut cur, mut next) = (sbuf, rbuf);
+        // Rank 1 alternates two receive buffers (the next ping's receive is posted
+        // before this pong goes out) and pongs from its own send buffer, like the
+        // other modes.
+        let (mut cur, mut next) = (rbuf, spare);
         comm.scope(|s| {
             let r = s.irecv(&mut *cur, 0, TAG)?;
             comm.barrier()?;
@@ -424,7 +433,7 @@ fn ready_round_trips(
                 } else {
                     None
                 };
-                rsend(cur, 0)?;
+                rsend(sbuf, 0)?;
                 r.map_or(Ok(()), |r| r.wait().map(drop))
             })?;
             std::mem::swap(&mut cur, &mut next);

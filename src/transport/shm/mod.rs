@@ -18,9 +18,17 @@
 //! | ready | copy into the posted buffer, done | `NotReady`: nothing queued, the receiver is not touched |
 //! | owned `Vec` | copy into the posted buffer, done | move the `Vec` (no copy); if the pair's credit is used up the sender waits for the match |
 //!
+//! Tiny standard sends (≤ 40 bytes) skip the lock: they go through the pair's
+//! [`fastbox`], a single cache line, and whoever next locks the receiver's mailbox
+//! drains it into the matching engine first — so they are matched in order with
+//! everything else. A receiver waiting for data polls its fastboxes while it spins.
+//!
 //! Flow control: eager bytes from one sender held by one receiver never exceed the
-//! credit; past it, standard sends switch to rendezvous, which blocks the sender
-//! (or leaves its request pending) until the receiver matches. Memory stays bounded.
+//! credit (plus one fastbox); past it, standard sends switch to rendezvous, which
+//! blocks the sender (or leaves its request pending) until the receiver matches.
+//! Memory stays bounded.
+
+mod fastbox;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -31,6 +39,11 @@ use crossbeam_utils::CachePadded;
 use crate::bsend::BsendSpace;
 use crate::matching::{Envelope, Matcher, Pattern};
 use crate::sync::{ArrivalWaiters, Completion, Liveness};
+
+use fastbox::{Fastboxes, Taken};
+
+/// Jobs up to this many ranks get fastboxes (they take ranks² cache lines).
+const FASTBOX_MAX_RANKS: usize = 64;
 use crate::{Error, Result, Status};
 
 /// Element type of a receive buffer, for the type check of the message length.
@@ -196,9 +209,13 @@ struct Inbox {
 }
 
 /// One rank's mailbox.
+///
+/// The lock and queues (written on every post and match) and the arrival waiters
+/// (read by every fastbox send) sit on separate cache lines, so a sender's check for
+/// parked receivers does not pull the receiver's queue line away from it.
 struct Mailbox {
-    inbox: Mutex<Inbox>,
-    arrivals: ArrivalWaiters,
+    inbox: CachePadded<Mutex<Inbox>>,
+    arrivals: CachePadded<ArrivalWaiters>,
 }
 
 /// How a send went.
@@ -230,7 +247,8 @@ pub(crate) enum Mode {
 
 /// The shared-memory transport of one process: a mailbox per rank.
 pub(crate) struct Shm {
-    mailboxes: Box<[CachePadded<Mailbox>]>,
+    mailboxes: Box<[Mailbox]>,
+    fastboxes: Option<Fastboxes>,
     eager_threshold: usize,
     credit: usize,
     next_recv_id: AtomicU64,
@@ -240,31 +258,74 @@ impl Shm {
     /// Mailboxes for `ranks` ranks.
     pub fn new(ranks: usize, eager_threshold: usize, credit: usize) -> Self {
         let mailboxes = (0..ranks)
-            .map(|_| {
-                CachePadded::new(Mailbox {
-                    inbox: Mutex::new(Inbox {
-                        matcher: Matcher::default(),
-                        credit_used: vec![0; ranks],
-                    }),
-                    arrivals: ArrivalWaiters::default(),
-                })
+            .map(|_| Mailbox {
+                inbox: CachePadded::new(Mutex::new(Inbox {
+                    matcher: Matcher::default(),
+                    credit_used: vec![0; ranks],
+                })),
+                arrivals: CachePadded::default(),
             })
             .collect();
         Shm {
             mailboxes,
+            fastboxes: (ranks <= FASTBOX_MAX_RANKS).then(|| Fastboxes::new(ranks)),
             eager_threshold,
             credit,
             next_recv_id: AtomicU64::new(1),
         }
     }
 
+    /// Locks `rank`'s mailbox, first moving any fastbox messages for it into the
+    /// matching engine (as if they arrived now, before whatever the caller does).
     fn inbox(&self, rank: usize) -> MutexGuard<'_, Inbox> {
         // A panic never happens while an inbox is locked (no user code runs there),
         // so a poisoned lock still holds consistent state.
-        self.mailboxes[rank]
+        let mut inbox = self.mailboxes[rank]
             .inbox
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(fb) = &self.fastboxes {
+            let mut delivered = false;
+            fb.drain(rank, |t: Taken| {
+                if let Some(posted) = inbox.matcher.take_posted(&t.env) {
+                    posted.done.complete(posted.dst.fill(t.bytes(), &t.env));
+                    delivered = true;
+                } else {
+                    let credit = t.bytes().len();
+                    let body = Body::Eager {
+                        data: t.bytes().to_vec(),
+                        _space: None,
+                    };
+                    inbox.credit_used[t.from] += credit;
+                    let msg = Incoming {
+                        body,
+                        from: t.from,
+                        credit,
+                    };
+                    inbox.matcher.push_unexpected(t.env, msg);
+                }
+            });
+            if delivered {
+                self.mailboxes[rank].arrivals.notify();
+            }
+        }
+        inbox
+    }
+
+    /// Drains `me`'s fastboxes if any holds a message (cheap when none does).
+    pub fn progress(&self, me: usize) {
+        if self.fastboxes.as_ref().is_some_and(|fb| fb.any_full(me)) {
+            drop(self.inbox(me));
+        }
+    }
+
+    /// Waits until the receive posted at `me` with completion `done` completes,
+    /// draining `me`'s fastboxes meanwhile (their senders do not match receives).
+    pub fn wait_recv(&self, me: usize, done: &Completion, live: &Liveness) -> Result<Status> {
+        self.mailboxes[me].arrivals.wait_for(live, || {
+            self.progress(me);
+            done.outcome()
+        })?
     }
 
     /// Sends `data` from world rank `from` to world rank `to`.
@@ -280,10 +341,17 @@ impl Shm {
         data: &[u8],
         mode: Mode,
     ) -> SendOutcome {
+        if let (Mode::Standard, Some(fb)) = (&mode, &self.fastboxes) {
+            if fb.try_put(from, to, &env, data) {
+                self.mailboxes[to].arrivals.notify();
+                return SendOutcome::Done;
+            }
+        }
         let mut inbox = self.inbox(to);
         if let Some(posted) = inbox.matcher.take_posted(&env) {
             drop(inbox);
             posted.done.complete(posted.dst.fill(data, &env));
+            self.mailboxes[to].arrivals.notify();
             return SendOutcome::Done;
         }
         let (body, credit, outcome) = match mode {
@@ -342,6 +410,7 @@ impl Shm {
                 done: None,
             };
             posted.done.complete(posted.dst.fill(body.bytes(), &env));
+            self.mailboxes[to].arrivals.notify();
             return SendOutcome::Done;
         }
         let (credit, done) = if inbox.credit_used[from] + len <= self.credit {

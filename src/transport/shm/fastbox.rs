@@ -1,0 +1,133 @@
+//! Fastboxes: one cache line per (receiver, sender) pair for tiny messages.
+//!
+//! A standard send of at most [`FASTBOX_BYTES`] claims its pair's slot if it is
+//! empty, writes envelope and payload, and publishes it with one release store: the
+//! only cache line that moves between the two cores is the slot itself. Whoever
+//! next holds the receiver's mailbox lock drains the slot into the matching engine
+//! (see `Shm::inbox`), so fastbox messages are matched in the same order as all
+//! others. All fields are atomics: no unsafe code.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use crossbeam_utils::CachePadded;
+
+use crate::matching::Envelope;
+
+/// Largest payload a fastbox carries.
+pub(crate) const FASTBOX_BYTES: usize = 40;
+const WORDS: usize = FASTBOX_BYTES / 8;
+
+const EMPTY: u32 = 0;
+const WRITING: u32 = 1;
+const FULL: u32 = 2;
+
+/// One slot: state, length, envelope, payload — 64 bytes.
+#[derive(Debug, Default)]
+struct Slot {
+    state: AtomicU32,
+    len: AtomicU32,
+    ctx_tag: AtomicU64,
+    source: AtomicU64,
+    data: [AtomicU64; WORDS],
+}
+
+/// A message taken out of a slot.
+pub(crate) struct Taken {
+    pub env: Envelope,
+    pub from: usize,
+    len: usize,
+    data: [u8; FASTBOX_BYTES],
+}
+
+impl Taken {
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+/// The slots of a job: `slots[to * ranks + from]`.
+#[derive(Debug)]
+pub(crate) struct Fastboxes {
+    ranks: usize,
+    slots: Box<[CachePadded<Slot>]>,
+}
+
+impl Fastboxes {
+    pub fn new(ranks: usize) -> Self {
+        Fastboxes {
+            ranks,
+            slots: (0..ranks * ranks)
+                .map(|_| CachePadded::new(Slot::default()))
+                .collect(),
+        }
+    }
+
+    /// Puts a message in the `from → to` slot; `false` (nothing done) if the
+    /// message is too long or the slot is still full.
+    pub fn try_put(&self, from: usize, to: usize, env: &Envelope, bytes: &[u8]) -> bool {
+        if bytes.len() > FASTBOX_BYTES {
+            return false;
+        }
+        let slot = &self.slots[to * self.ranks + from];
+        // The CAS also excludes other threads of the same rank sending at once.
+        if slot
+            .state
+            .compare_exchange(EMPTY, WRITING, Acquire, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let mut padded = [0u8; FASTBOX_BYTES];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        for (w, chunk) in slot.data.iter().zip(padded.chunks_exact(8)) {
+            w.store(
+                u64::from_ne_bytes(chunk.try_into().expect("8 bytes")),
+                Relaxed,
+            );
+        }
+        slot.len.store(bytes.len() as u32, Relaxed);
+        slot.ctx_tag.store(
+            (u64::from(env.ctx) << 32) | u64::from(env.tag as u32),
+            Relaxed,
+        );
+        slot.source.store(env.source as u64, Relaxed);
+        slot.state.store(FULL, Release);
+        true
+    }
+
+    /// Whether any slot addressed to `to` holds a message (cheap: plain loads).
+    pub fn any_full(&self, to: usize) -> bool {
+        self.row(to).iter().any(|s| s.state.load(Relaxed) == FULL)
+    }
+
+    /// Takes every message addressed to `to`. The caller must hold `to`'s mailbox
+    /// lock: that makes it the only consumer.
+    pub fn drain(&self, to: usize, mut take: impl FnMut(Taken)) {
+        for (from, slot) in self.row(to).iter().enumerate() {
+            if slot.state.load(Acquire) != FULL {
+                continue;
+            }
+            let mut data = [0u8; FASTBOX_BYTES];
+            for (w, chunk) in slot.data.iter().zip(data.chunks_exact_mut(8)) {
+                chunk.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
+            }
+            let ctx_tag = slot.ctx_tag.load(Relaxed);
+            let taken = Taken {
+                env: Envelope {
+                    ctx: (ctx_tag >> 32) as u32,
+                    tag: ctx_tag as u32 as i32,
+                    source: slot.source.load(Relaxed) as usize,
+                },
+                from,
+                len: slot.len.load(Relaxed) as usize,
+                data,
+            };
+            slot.state.store(EMPTY, Release);
+            take(taken);
+        }
+    }
+
+    fn row(&self, to: usize) -> &[CachePadded<Slot>] {
+        &self.slots[to * self.ranks..(to + 1) * self.ranks]
+    }
+}
