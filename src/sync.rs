@@ -74,6 +74,19 @@ impl Liveness {
         Spinner::new(self.spins)
     }
 
+    /// Polls through the spin-and-yield phase; `None` once it is time to park.
+    fn spin_for<T>(&self, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+        let mut spinner = self.spinner();
+        loop {
+            if let Some(v) = poll() {
+                return Some(v);
+            }
+            if !spinner.pause() {
+                return None;
+            }
+        }
+    }
+
     /// Registers a rank thread, to be woken when any rank fails.
     pub fn register(&self, t: Thread) {
         self.rank_threads
@@ -87,14 +100,7 @@ impl Liveness {
     pub fn fail(&self, rank: usize) {
         let _ = self.first.set(rank);
         self.failed.store(true, SeqCst);
-        for t in self
-            .rank_threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            t.unpark();
-        }
+        unpark_all(&self.rank_threads);
     }
 
     /// The first rank that failed, if any.
@@ -183,14 +189,8 @@ impl Completion {
     }
 
     fn wait_inner(&self, live: &Liveness, watch_failure: bool) -> Result<()> {
-        let mut spinner = live.spinner();
-        loop {
-            if self.is_done() {
-                return Ok(());
-            }
-            if !spinner.pause() {
-                break;
-            }
+        if live.spin_for(|| self.is_done().then_some(())).is_some() {
+            return Ok(());
         }
         *self.sleeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
         self.sleeping.store(true, SeqCst);
@@ -222,27 +222,14 @@ impl ArrivalWaiters {
     #[inline]
     pub fn notify(&self) {
         if self.count.load(SeqCst) > 0 {
-            for t in self
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                t.unpark();
-            }
+            unpark_all(&self.threads);
         }
     }
 
     /// Waits until `poll` returns `Some`, re-polling after each arrival.
     pub fn wait_for<T>(&self, live: &Liveness, mut poll: impl FnMut() -> Option<T>) -> Result<T> {
-        let mut spinner = live.spinner();
-        loop {
-            if let Some(v) = poll() {
-                return Ok(v);
-            }
-            if !spinner.pause() {
-                break;
-            }
+        if let Some(v) = live.spin_for(&mut poll) {
+            return Ok(v);
         }
         let me = thread::current();
         self.threads
@@ -281,5 +268,11 @@ pub(crate) fn poll_until<T>(live: &Liveness, mut ready: impl FnMut() -> Option<T
         if !spinner.pause() {
             thread::park_timeout(Duration::from_micros(50));
         }
+    }
+}
+
+fn unpark_all(threads: &Mutex<Vec<Thread>>) {
+    for t in threads.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        t.unpark();
     }
 }
