@@ -93,6 +93,14 @@ pub enum Error {
         /// The rank that failed first.
         rank: usize,
     },
+    /// The rank this operation depends on has finished (its closure returned)
+    /// without sending, or receiving, the message waited for: the operation can
+    /// never complete. (In MPI this would hang.)
+    #[error("rank {rank} has finished, so this operation can never complete")]
+    PeerFinished {
+        /// The rank (in the communicator) that finished.
+        rank: usize,
+    },
     /// A rank panicked; returned by [`Runtime::run`](crate::Runtime::run).
     #[error("rank {rank} panicked: {message}")]
     RankPanicked {

@@ -140,11 +140,14 @@ impl Runtime {
         let plan = placement::plan(self.placement, n, &cores);
         let world = Arc::new(World {
             shm: Shm::new(n, self.eager_threshold, self.credit),
-            live: Liveness::new(if n > cores.len().max(1) {
-                SPINS_OVERSUBSCRIBED
-            } else {
-                SPINS_DEDICATED
-            }),
+            live: Liveness::new(
+                if n > cores.len().max(1) {
+                    SPINS_OVERSUBSCRIBED
+                } else {
+                    SPINS_DEDICATED
+                },
+                n,
+            ),
             bsend: (0..n).map(|_| AttachedBuffer::default()).collect(),
             next_ctx: AtomicU32::new(2),
             pinned: (0..n).map(|_| OnceLock::new()).collect(),
@@ -164,7 +167,10 @@ impl Runtime {
                             let _ = world.pinned[rank].set(pinned);
                             let comm = Comm::world(world.clone(), rank);
                             let outcome = match catch_unwind(AssertUnwindSafe(|| f(&comm))) {
-                                Ok(Ok(r)) => return Some(r),
+                                Ok(Ok(r)) => {
+                                    world.live.finish(rank);
+                                    return Some(r);
+                                }
                                 Ok(Err(e)) => Error::RankFailed {
                                     rank,
                                     source: Box::new(e),

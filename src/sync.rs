@@ -49,25 +49,50 @@ impl Spinner {
     }
 }
 
-/// What every wait needs to stay live: how long to spin before parking, and
-/// the first failure of the run (a rank that panicked or returned an error).
+/// The one rank a wait depends on: if it finishes first, the wait is hopeless.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    /// Rank in the communicator (for the error).
+    pub rank: usize,
+    /// World rank.
+    pub world: usize,
+}
+
+/// What every wait needs to stay live: how long to spin before parking, the
+/// first failure of the run (a rank that panicked or returned an error), and
+/// which ranks have finished.
 #[derive(Debug)]
 pub(crate) struct Liveness {
     spins: u32,
     failed: AtomicBool,
     first: OnceLock<usize>,
+    finished: Box<[AtomicBool]>,
     rank_threads: Mutex<Vec<Thread>>,
 }
 
 impl Liveness {
-    /// Waiters spin `spins` times before they yield and then park.
-    pub fn new(spins: u32) -> Self {
+    /// For `ranks` ranks whose waiters spin `spins` times before they yield and
+    /// then park.
+    pub fn new(spins: u32, ranks: usize) -> Self {
         Liveness {
             spins,
             failed: AtomicBool::new(false),
             first: OnceLock::new(),
+            finished: (0..ranks).map(|_| AtomicBool::new(false)).collect(),
             rank_threads: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records that world rank `rank` returned from its closure: everything it
+    /// will ever send is queued by now. Wakes waiters so they can notice.
+    pub fn finish(&self, rank: usize) {
+        self.finished[rank].store(true, SeqCst);
+        unpark_all(&self.rank_threads);
+    }
+
+    /// Whether `peer` has finished (then all it sent is visible to the caller).
+    pub fn has_finished(&self, peer: Peer) -> bool {
+        self.finished[peer.world].load(SeqCst)
     }
 
     fn spinner(&self) -> Spinner {
@@ -176,19 +201,21 @@ impl Completion {
     }
 
     /// Waits for completion, or until a rank fails (then `Err(PeerFailed)`; the
-    /// operation itself may still complete later).
-    pub fn wait(&self, live: &Liveness) -> Result<Status> {
-        self.wait_inner(live, true)?;
+    /// operation itself may still complete later) or `peer` finishes without
+    /// completing it (`Err(PeerFinished)`).
+    pub fn wait(&self, live: &Liveness, peer: Peer) -> Result<Status> {
+        self.wait_inner(live, Some(peer))?;
         self.outcome().expect("done implies an outcome")
     }
 
     /// Waits for completion whatever happens elsewhere. Only for completions
     /// that are guaranteed to come (a receiver already copying our buffer).
     pub fn wait_regardless(&self, live: &Liveness) {
-        let _ = self.wait_inner(live, false);
+        let _ = self.wait_inner(live, None);
     }
 
-    fn wait_inner(&self, live: &Liveness, watch_failure: bool) -> Result<()> {
+    /// With `watch = Some(peer)`, gives up when a rank fails or `peer` finishes.
+    fn wait_inner(&self, live: &Liveness, watch: Option<Peer>) -> Result<()> {
         if live.spin_for(|| self.is_done().then_some(())).is_some() {
             return Ok(());
         }
@@ -198,9 +225,13 @@ impl Completion {
             if self.done.load(SeqCst) {
                 break Ok(());
             }
-            if watch_failure {
+            if let Some(peer) = watch {
                 if let Err(e) = live.check() {
                     break Err(e);
+                }
+                // Finished first, then not done: it never matched and never will.
+                if live.has_finished(peer) && !self.done.load(SeqCst) {
+                    break Err(Error::PeerFinished { rank: peer.rank });
                 }
             }
             thread::park_timeout(PARK_SLICE);

@@ -220,3 +220,83 @@ fn collectives_reject_inconsistent_buffers() {
         Ok(())
     });
 }
+
+#[test]
+fn waiting_on_a_rank_that_has_finished_is_an_error_not_a_hang() {
+    run_ok(2, |comm| {
+        if comm.rank() == 1 {
+            comm.send(&[7u8], 0, 0)?;
+            return Ok(()); // finishes; its message is still delivered
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut b = [0u8];
+        comm.recv(&mut b, 1, 0)?;
+        assert_eq!(b, [7]);
+        assert_eq!(
+            comm.recv(&mut b, 1, 0),
+            Err(Error::PeerFinished { rank: 1 })
+        );
+        assert_eq!(comm.probe(1, ANY_TAG), Err(Error::PeerFinished { rank: 1 }));
+        assert!(matches!(
+            comm.mprobe(1, 0),
+            Err(Error::PeerFinished { rank: 1 })
+        ));
+        assert_eq!(
+            comm.ssend(&[1u8], 1, 0),
+            Err(Error::PeerFinished { rank: 1 })
+        );
+        assert_eq!(
+            comm.send(&vec![1u8; 100_000], 1, 0),
+            Err(Error::PeerFinished { rank: 1 })
+        );
+        let mut inc = [0u8];
+        comm.scope(|s| {
+            let r = s.irecv(&mut inc, 1, ANY_TAG)?;
+            assert_eq!(r.wait(), Err(Error::PeerFinished { rank: 1 }));
+            Ok::<_, Error>(())
+        })?;
+        // Any-source receives are not affected: another thread of this rank
+        // could still send to it.
+        comm.send(&[9u8], 0, 3)?;
+        comm.recv(&mut b, ANY_SOURCE, 3)?;
+        assert_eq!(b, [9]);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_rank_that_skips_a_collective_fails_the_run_instead_of_hanging_it() {
+    let err = run(3, |comm| {
+        if comm.rank() == 2 {
+            return Ok(()); // forgets the barrier
+        }
+        comm.barrier()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::RankFailed { source, .. } if **source == Error::PeerFinished { rank: 2 }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_scope_whose_receive_gave_up_on_a_failed_rank_still_ends() {
+    let err = run(2, |comm| {
+        if comm.rank() == 0 {
+            panic!("gone");
+        }
+        let mut buf = [0u8; 4];
+        comm.scope(|s| {
+            let r = s.irecv(&mut buf, 0, 0)?;
+            assert_eq!(r.wait(), Err(Error::PeerFailed { rank: 0 }));
+            Ok::<_, Error>(())
+        })?; // must return: the withdrawn receive is settled
+        assert_eq!(buf, [0; 4]);
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::RankPanicked { rank: 0, .. }),
+        "{err:?}"
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 use crate::matching::{Envelope, Pattern};
-use crate::sync::Completion;
+use crate::sync::{Completion, Peer};
 use crate::transport::shm::{Body, Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
@@ -148,7 +148,7 @@ impl Comm {
         };
         match outcome {
             SendOutcome::Done => Ok(()),
-            SendOutcome::Pending(done) => self.settle_send(dest_w, &done),
+            SendOutcome::Pending(done) => self.settle_send(self.peer(dest)?, &done),
             SendOutcome::NotReady => unreachable!("owned sends are never ready sends"),
         }
     }
@@ -220,9 +220,10 @@ impl Comm {
     pub fn probe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Status> {
         let pat = self.pattern(self.ctx, source.into(), tag.into())?;
         let me = self.world_rank();
-        self.world
-            .shm
-            .wait_arrival(me, &self.world.live, || self.world.shm.iprobe(me, &pat))
+        let peer = self.source_peer(&pat)?;
+        self.world.shm.wait_arrival(me, &self.world.live, peer, || {
+            self.world.shm.iprobe(me, &pat)
+        })
     }
 
     /// Nonblocking probe (`MPI_Iprobe`): the status of a matching message, if any.
@@ -240,10 +241,13 @@ impl Comm {
     pub fn mprobe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Message> {
         let pat = self.pattern(self.ctx, source.into(), tag.into())?;
         let me = self.world_rank();
+        let peer = self.source_peer(&pat)?;
         let (env, body) = self
             .world
             .shm
-            .wait_arrival(me, &self.world.live, || self.world.shm.improbe(me, &pat))?;
+            .wait_arrival(me, &self.world.live, peer, || {
+                self.world.shm.improbe(me, &pat)
+            })?;
         Ok(Message { env, body })
     }
 
@@ -311,7 +315,7 @@ impl Comm {
                 .send(self.world_rank(), dest_w, env, bytes, mode)
         } {
             SendOutcome::Done => Ok(()),
-            SendOutcome::Pending(done) => self.settle_send(dest_w, &done),
+            SendOutcome::Pending(done) => self.settle_send(self.peer(dest)?, &done),
             SendOutcome::NotReady => Err(Error::NotReady { dest, tag }),
         }
     }
@@ -324,7 +328,9 @@ impl Comm {
         let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
         match self.world.shm.recv(self.world_rank(), pat, dst) {
             RecvOutcome::Done(r) => r,
-            RecvOutcome::Pending { id, done } => self.settle_recv(id, &done),
+            RecvOutcome::Pending { id, done } => {
+                self.settle_recv(id, &done, self.source_peer(&pat)?)
+            }
         }
     }
 
@@ -334,13 +340,27 @@ impl Comm {
         self.world.shm.progress(self.world_rank());
     }
 
-    /// Waits for a pending send. If a rank fails first, withdraws the send; if the
-    /// receiver is already copying, waits for it: either way the sender's buffer is
-    /// released only once the transport no longer refers to it.
-    pub(crate) fn settle_send(&self, dest_w: usize, done: &Arc<Completion>) -> Result<()> {
-        match done.wait(&self.world.live) {
+    /// `rank` as the peer a wait depends on.
+    pub(crate) fn peer(&self, rank: usize) -> Result<Peer> {
+        Ok(Peer {
+            rank,
+            world: self.world_of(rank)?,
+        })
+    }
+
+    /// The peer a receive depends on: its source, unless it takes any source.
+    pub(crate) fn source_peer(&self, pat: &Pattern) -> Result<Option<Peer>> {
+        pat.source.map(|s| self.peer(s)).transpose()
+    }
+
+    /// Waits for a pending send. If a rank fails, or the receiver finishes without
+    /// receiving it, withdraws the send; if the receiver is already copying, waits
+    /// for it: either way the sender's buffer is released only once the transport
+    /// no longer refers to it.
+    pub(crate) fn settle_send(&self, dest: Peer, done: &Arc<Completion>) -> Result<()> {
+        match done.wait(&self.world.live, dest) {
             Ok(_) => Ok(()),
-            Err(e) if self.world.shm.cancel_send(dest_w, done) => Err(e),
+            Err(e) if self.world.shm.cancel_send(dest.world, done) => Err(e),
             Err(_) => {
                 done.wait_regardless(&self.world.live);
                 Ok(())
@@ -350,11 +370,20 @@ impl Comm {
 
     /// Waits for a pending receive; like [`settle_send`](Self::settle_send), never
     /// returns while a sender may still write into the buffer.
-    pub(crate) fn settle_recv(&self, id: u64, done: &Arc<Completion>) -> Result<Status> {
+    pub(crate) fn settle_recv(
+        &self,
+        id: u64,
+        done: &Arc<Completion>,
+        source: Option<Peer>,
+    ) -> Result<Status> {
         let me = self.world_rank();
-        match self.world.shm.wait_recv(me, done, &self.world.live) {
-            Ok(status) => Ok(status),
-            Err(e) if self.world.shm.cancel_recv(me, id) => Err(e),
+        match self.world.shm.wait_recv(me, done, &self.world.live, source) {
+            Ok(outcome) => outcome,
+            Err(e) if self.world.shm.cancel_recv(me, id) => {
+                // Withdrawn: complete it, so nothing else (the scope's end) waits on it.
+                done.complete(Err(e.clone()));
+                Err(e)
+            }
             Err(_) => {
                 done.wait_regardless(&self.world.live);
                 done.outcome().expect("completed")

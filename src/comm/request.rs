@@ -31,7 +31,7 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 use crate::bsend::BsendSpace;
-use crate::sync::{poll_until, Completion};
+use crate::sync::{poll_until, Completion, Peer};
 use crate::transport::shm::{Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
@@ -39,14 +39,8 @@ use super::check_tag;
 
 /// An operation the scope must settle before it ends.
 enum Outstanding {
-    Send {
-        dest_w: usize,
-        done: Arc<Completion>,
-    },
-    Recv {
-        id: u64,
-        done: Arc<Completion>,
-    },
+    Send { dest: Peer, done: Arc<Completion> },
+    Recv { id: u64, done: Arc<Completion> },
 }
 
 /// The region in which nonblocking operations may borrow buffers (see
@@ -71,13 +65,14 @@ enum State {
     /// Completed when started; not yet reported.
     Complete(Result<Status>),
     Send {
-        dest_w: usize,
+        dest: Peer,
         done: Arc<Completion>,
         status: Status,
     },
     Recv {
         id: u64,
         done: Arc<Completion>,
+        source: Option<Peer>,
     },
     /// Completion reported (`MPI_REQUEST_NULL`).
     Inactive,
@@ -195,7 +190,7 @@ impl<'s, 'env> Scope<'s, 'env> {
         mode: Mode,
     ) -> Result<Request<'s>> {
         let comm = self.comm;
-        let dest_w = comm.world_of(dest)?;
+        let peer = comm.peer(dest)?;
         let env = comm.envelope(ctx, tag);
         let status = Status::new(dest, tag, bytes.len());
         // SAFETY: `bytes` is borrowed for the whole scope, and the scope does not
@@ -204,17 +199,17 @@ impl<'s, 'env> Scope<'s, 'env> {
         let state = match unsafe {
             comm.world
                 .shm
-                .send(comm.world_rank(), dest_w, env, bytes, mode)
+                .send(comm.world_rank(), peer.world, env, bytes, mode)
         } {
             SendOutcome::Done => State::Complete(Ok(status)),
             SendOutcome::NotReady => return Err(Error::NotReady { dest, tag }),
             SendOutcome::Pending(done) => {
                 self.outstanding.borrow_mut().push(Outstanding::Send {
-                    dest_w,
+                    dest: peer,
                     done: done.clone(),
                 });
                 State::Send {
-                    dest_w,
+                    dest: peer,
                     done,
                     status,
                 }
@@ -229,6 +224,7 @@ impl<'s, 'env> Scope<'s, 'env> {
         buf: &'s mut [T],
     ) -> Result<Request<'s>> {
         let comm = self.comm;
+        let source = comm.source_peer(&pat)?;
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
         // SAFETY: `buf` is exclusively borrowed for the whole scope, and the scope
         // does not end before this receive has completed or been cancelled.
@@ -240,7 +236,7 @@ impl<'s, 'env> Scope<'s, 'env> {
                     id,
                     done: done.clone(),
                 });
-                State::Recv { id, done }
+                State::Recv { id, done, source }
             }
         };
         Ok(Request { comm, state })
@@ -253,8 +249,8 @@ impl<'s, 'env> Scope<'s, 'env> {
             match op {
                 Outstanding::Send { done, .. } | Outstanding::Recv { done, .. }
                     if done.is_done() => {}
-                Outstanding::Send { dest_w, done } => {
-                    let _ = self.comm.settle_send(dest_w, &done);
+                Outstanding::Send { dest, done } => {
+                    let _ = self.comm.settle_send(dest, &done);
                 }
                 Outstanding::Recv { id, done } => {
                     if !self.comm.world.shm.cancel_recv(self.comm.world_rank(), id) {
@@ -276,12 +272,10 @@ impl Request<'_> {
     fn wait_mut(&mut self) -> Result<Status> {
         match std::mem::replace(&mut self.state, State::Inactive) {
             State::Complete(r) => r,
-            State::Send {
-                dest_w,
-                done,
-                status,
-            } => self.comm.settle_send(dest_w, &done).map(|()| status),
-            State::Recv { id, done } => self.comm.settle_recv(id, &done),
+            State::Send { dest, done, status } => {
+                self.comm.settle_send(dest, &done).map(|()| status)
+            }
+            State::Recv { id, done, source } => self.comm.settle_recv(id, &done, source),
             State::Inactive => Err(Error::InactiveRequest),
         }
     }
@@ -317,7 +311,7 @@ impl Request<'_> {
     /// whether it was cancelled; if so, its status has `cancelled` set and the
     /// buffer was not written. Sends and matched receives are not cancelled.
     pub fn cancel(&mut self) -> Result<bool> {
-        if let State::Recv { id, done } = &self.state {
+        if let State::Recv { id, done, .. } = &self.state {
             if self.comm.world.shm.cancel_recv(self.comm.world_rank(), *id) {
                 done.complete(Ok(Status::cancelled()));
                 return Ok(true);

@@ -38,7 +38,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::bsend::BsendSpace;
 use crate::matching::{Envelope, Matcher, Pattern};
-use crate::sync::{ArrivalWaiters, Completion, Liveness};
+use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 
 use fastbox::{Fastboxes, Taken};
 
@@ -319,13 +319,34 @@ impl Shm {
         }
     }
 
-    /// Waits until the receive posted at `me` with completion `done` completes,
-    /// draining `me`'s fastboxes meanwhile (their senders do not match receives).
-    pub fn wait_recv(&self, me: usize, done: &Completion, live: &Liveness) -> Result<Status> {
-        self.mailboxes[me].arrivals.wait_for(live, || {
-            self.progress(me);
-            done.outcome()
-        })?
+    /// Waits until the receive posted at `me` with completion `done` completes
+    /// (`Ok(outcome)`), draining `me`'s fastboxes meanwhile (their senders do not
+    /// match receives). Gives up with `Err` when a rank fails, or when `peer` (the
+    /// receive's only possible source) finishes without having sent a match.
+    pub fn wait_recv(
+        &self,
+        me: usize,
+        done: &Completion,
+        live: &Liveness,
+        peer: Option<Peer>,
+    ) -> Result<Result<Status>> {
+        self.mailboxes[me]
+            .arrivals
+            .wait_for(live, || {
+                self.progress(me);
+                if let Some(outcome) = done.outcome() {
+                    return Some(Ok(outcome));
+                }
+                let peer = peer.filter(|&p| live.has_finished(p))?;
+                // All the peer ever sent is queued or in a fastbox now: one more
+                // drain decides.
+                self.progress(me);
+                Some(
+                    done.outcome()
+                        .ok_or(Error::PeerFinished { rank: peer.rank }),
+                )
+            })
+            .and_then(|r| r)
     }
 
     /// Sends `data` from world rank `from` to world rank `to`.
@@ -502,14 +523,26 @@ impl Shm {
         Self::take(&mut inbox, pat).map(|(env, msg)| (env, msg.body))
     }
 
-    /// Blocks until `poll` (usually a probe of `me`'s mailbox) finds something.
+    /// Blocks until `poll` (a probe of `me`'s mailbox) finds something. Gives up
+    /// when a rank fails, or when `peer` (the only possible source) has finished
+    /// and a last poll finds nothing.
     pub fn wait_arrival<T>(
         &self,
         me: usize,
         live: &Liveness,
-        poll: impl FnMut() -> Option<T>,
+        peer: Option<Peer>,
+        mut poll: impl FnMut() -> Option<T>,
     ) -> Result<T> {
-        self.mailboxes[me].arrivals.wait_for(live, poll)
+        self.mailboxes[me]
+            .arrivals
+            .wait_for(live, || {
+                if let Some(found) = poll() {
+                    return Some(Ok(found));
+                }
+                let peer = peer.filter(|&p| live.has_finished(p))?;
+                Some(poll().ok_or(Error::PeerFinished { rank: peer.rank }))
+            })
+            .and_then(|r| r)
     }
 
     /// Bytes of eagerly buffered (copied or moved) messages waiting at `me`.
