@@ -253,6 +253,8 @@ fn waiting_on_a_rank_that_has_finished_is_an_error_not_a_hang() {
         comm.scope(|s| {
             let r = s.irecv(&mut inc, 1, ANY_TAG)?;
             assert_eq!(r.wait(), Err(Error::PeerFinished { rank: 1 }));
+            let mut polled = s.irecv(&mut b, 1, 5)?;
+            assert_eq!(polled.test(), Err(Error::PeerFinished { rank: 1 }));
             Ok::<_, Error>(())
         })?;
         // Any-source receives are not affected: another thread of this rank

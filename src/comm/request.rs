@@ -281,13 +281,21 @@ impl Request<'_> {
     }
 
     /// Checks for completion without blocking (`MPI_Test`): `Ok(Some(status))` once
-    /// (the request is then inactive), `Ok(None)` while pending.
+    /// (the request is then inactive), `Ok(None)` while pending; `Err(PeerFinished)`
+    /// once the one rank it depends on has returned without matching it.
     pub fn test(&mut self) -> Result<Option<Status>> {
         if !self.is_active() {
             return Err(Error::InactiveRequest);
         }
         self.comm.progress();
-        if self.is_ready() {
+        let peer = match &self.state {
+            State::Send { dest, .. } => Some(*dest),
+            State::Recv { source, .. } => *source,
+            State::Complete(_) | State::Inactive => None,
+        };
+        // Done, or its peer has finished: waiting returns at once (with the
+        // outcome, or PeerFinished).
+        if self.is_ready() || peer.is_some_and(|p| self.comm.world.live.has_finished(p)) {
             return self.wait_mut().map(Some);
         }
         self.comm.world.live.check()?;
