@@ -55,6 +55,7 @@
 mod bsend;
 mod comm;
 mod error;
+mod launch;
 mod matching;
 mod placement;
 mod runtime;
@@ -70,6 +71,7 @@ pub struct ReadmeDoctests;
 pub use comm::request::{test_all, test_any, wait_all, wait_any, Request, Scope};
 pub use comm::{Comm, Message};
 pub use error::{Error, Result};
+pub use launch::{Launch, Launcher};
 pub use placement::Placement;
 pub use runtime::{run, Runtime, DEFAULT_CREDIT, DEFAULT_EAGER_THRESHOLD};
 pub use status::{Source, Status, TagMatch, ANY_SOURCE, ANY_TAG, BSEND_OVERHEAD, TAG_UB};

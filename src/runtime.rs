@@ -130,11 +130,16 @@ impl Runtime {
     /// If a rank panics or returns an error, every other rank's blocked calls
     /// return [`Error::PeerFailed`] and `run` returns the *first* failure:
     /// [`Error::RankPanicked`] or [`Error::RankFailed`], naming the rank.
+    ///
+    /// A process started as one of several by `mpirun` or `srun` is refused with
+    /// [`Error::InvalidConfig`] (see [`Launch`](crate::Launch)): cluster mode is not
+    /// built yet.
     pub fn run<R, F>(&self, f: F) -> Result<Vec<R>>
     where
         R: Send,
         F: Fn(&Comm) -> Result<R> + Sync,
     {
+        crate::Launch::detect()?.check_supported()?;
         let n = self.resolved_ranks()?;
         let cores = placement::available_cores();
         let plan = placement::plan(self.placement, n, &cores);

@@ -110,3 +110,39 @@ fn bad_arguments_fail_with_a_message_not_a_panic() {
     let out = courier(&["bench", "p2p", "--sizes", "12Q"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_process_started_as_one_of_several_refuses_instead_of_running_alone() {
+    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(["info", "--ranks", "2"])
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("process 0 of 2") && err.contains("COURIER_LAUNCH=embedded"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(["info", "--ranks", "2"])
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("COURIER_LAUNCH", "embedded")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(["info", "--ranks", "2"])
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .env("OMPI_COMM_WORLD_SIZE", "1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("started by Open MPI mpirun as a single process"));
+}

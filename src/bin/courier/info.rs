@@ -18,7 +18,7 @@ pub struct InfoArgs {
 #[derive(Serialize)]
 struct Info {
     version: &'static str,
-    mode: &'static str,
+    mode: String,
     transports: Vec<&'static str>,
     processes: usize,
     ranks: usize,
@@ -47,9 +47,15 @@ pub fn run(args: &InfoArgs) -> Result<(), Box<dyn std::error::Error>> {
             core: comm.core_of(me)?,
         })
     })?;
+    let launch = match courier::Launch::detect()? {
+        courier::Launch::Embedded => "embedded (one process, ranks are threads)".to_string(),
+        courier::Launch::Parallel { launcher, .. } => {
+            format!("embedded, started by {launcher} as a single process")
+        }
+    };
     let info = Info {
         version: env!("CARGO_PKG_VERSION"),
-        mode: "embedded (one process, ranks are threads)",
+        mode: launch,
         transports: vec!["shm (shared-memory mailboxes between rank-threads)"],
         processes: 1,
         ranks: detail.len(),
