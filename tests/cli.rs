@@ -111,38 +111,33 @@ fn bad_arguments_fail_with_a_message_not_a_panic() {
     assert!(!out.status.success());
 }
 
-#[test]
-fn a_process_started_as_one_of_several_refuses_instead_of_running_alone() {
-    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+/// `courier info --ranks 2` as process 0 of `processes` under Open MPI's mpirun.
+fn info_under_mpirun(processes: &str, extra: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_courier"))
         .args(["info", "--ranks", "2"])
         .env("OMPI_COMM_WORLD_RANK", "0")
-        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_SIZE", processes)
+        .envs(extra.iter().copied())
         .output()
-        .unwrap();
+        .expect("run courier")
+}
+
+#[test]
+fn a_process_started_as_one_of_several_refuses_instead_of_running_alone() {
+    let out = info_under_mpirun("2", &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("process 0 of 2") && err.contains("COURIER_LAUNCH=embedded"),
         "{err}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args(["info", "--ranks", "2"])
-        .env("OMPI_COMM_WORLD_RANK", "0")
-        .env("OMPI_COMM_WORLD_SIZE", "2")
-        .env("COURIER_LAUNCH", "embedded")
-        .output()
-        .unwrap();
+    let out = info_under_mpirun("2", &[("COURIER_LAUNCH", "embedded")]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args(["info", "--ranks", "2"])
-        .env("OMPI_COMM_WORLD_RANK", "0")
-        .env("OMPI_COMM_WORLD_SIZE", "1")
-        .output()
-        .unwrap();
+    let out = info_under_mpirun("1", &[]);
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("started by Open MPI mpirun as a single process"));
 }
