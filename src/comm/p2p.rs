@@ -135,7 +135,7 @@ impl Comm {
     /// it with [`recv_owned`](Comm::recv_owned) as the same `Vec<T>`). Counts against
     /// the pair's flow-control credit; past it, waits until the receiver matches.
     pub fn send_owned<T: Pod + Send>(&self, data: Vec<T>, dest: usize, tag: i32) -> Result<()> {
-        let dest_w = self.world_of(dest)?;
+        let peer = self.peer(dest)?;
         let env = self.envelope(self.ctx, check_tag(tag)?);
         let bytes: &[u8] = bytemuck::cast_slice(&data);
         let (ptr, len) = (bytes.as_ptr(), bytes.len());
@@ -144,11 +144,11 @@ impl Comm {
         let outcome = unsafe {
             self.world
                 .shm
-                .send_owned(self.world_rank(), dest_w, env, Box::new(data), ptr, len)
+                .send_owned(self.world_rank(), peer.world, env, Box::new(data), ptr, len)
         };
         match outcome {
             SendOutcome::Done => Ok(()),
-            SendOutcome::Pending(done) => self.settle_send(self.peer(dest)?, &done),
+            SendOutcome::Pending(done) => self.settle_send(peer, &done),
             SendOutcome::NotReady => unreachable!("owned sends are never ready sends"),
         }
     }
@@ -305,17 +305,17 @@ impl Comm {
         tag: i32,
         mode: Mode,
     ) -> Result<()> {
-        let dest_w = self.world_of(dest)?;
+        let peer = self.peer(dest)?;
         let env = self.envelope(ctx, tag);
         // SAFETY: if the send is pending, `settle_send` does not return before the
         // receiver has finished with `bytes` or the send has been withdrawn.
         match unsafe {
             self.world
                 .shm
-                .send(self.world_rank(), dest_w, env, bytes, mode)
+                .send(self.world_rank(), peer.world, env, bytes, mode)
         } {
             SendOutcome::Done => Ok(()),
-            SendOutcome::Pending(done) => self.settle_send(self.peer(dest)?, &done),
+            SendOutcome::Pending(done) => self.settle_send(peer, &done),
             SendOutcome::NotReady => Err(Error::NotReady { dest, tag }),
         }
     }

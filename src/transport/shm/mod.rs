@@ -208,6 +208,14 @@ struct Inbox {
     credit_used: Vec<usize>,
 }
 
+impl Inbox {
+    /// Queues a message no posted receive accepted, charging its sender's credit.
+    fn queue(&mut self, env: Envelope, msg: Incoming) {
+        self.credit_used[msg.from] += msg.credit;
+        self.matcher.push_unexpected(env, msg);
+    }
+}
+
 /// One rank's mailbox.
 ///
 /// The lock and queues (written on every post and match) and the arrival waiters
@@ -296,13 +304,12 @@ impl Shm {
                         data: t.bytes().to_vec(),
                         _space: None,
                     };
-                    inbox.credit_used[t.from] += credit;
                     let msg = Incoming {
                         body,
                         from: t.from,
                         credit,
                     };
-                    inbox.matcher.push_unexpected(t.env, msg);
+                    inbox.queue(t.env, msg);
                 }
             });
             if delivered {
@@ -330,23 +337,10 @@ impl Shm {
         live: &Liveness,
         peer: Option<Peer>,
     ) -> Result<Result<Status>> {
-        self.mailboxes[me]
-            .arrivals
-            .wait_for(live, || {
-                self.progress(me);
-                if let Some(outcome) = done.outcome() {
-                    return Some(Ok(outcome));
-                }
-                let peer = peer.filter(|&p| live.has_finished(p))?;
-                // All the peer ever sent is queued or in a fastbox now: one more
-                // drain decides.
-                self.progress(me);
-                Some(
-                    done.outcome()
-                        .ok_or(Error::PeerFinished { rank: peer.rank }),
-                )
-            })
-            .and_then(|r| r)
+        self.wait_arrival(me, live, peer, || {
+            self.progress(me);
+            done.outcome()
+        })
     }
 
     /// Sends `data` from world rank `from` to world rank `to`.
@@ -453,8 +447,7 @@ impl Shm {
     }
 
     fn enqueue(&self, mut inbox: MutexGuard<'_, Inbox>, to: usize, env: Envelope, msg: Incoming) {
-        inbox.credit_used[msg.from] += msg.credit;
-        inbox.matcher.push_unexpected(env, msg);
+        inbox.queue(env, msg);
         drop(inbox);
         self.mailboxes[to].arrivals.notify();
     }
