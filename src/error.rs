@@ -42,6 +42,16 @@ pub enum Error {
         /// Size of the buffer that is attached.
         size: usize,
     },
+    /// An MPI call failed (cluster mode); MPI's own error string says why.
+    #[error("{call} failed with MPI error {code}: {message}")]
+    Mpi {
+        /// The MPI function that failed.
+        call: &'static str,
+        /// Its return code.
+        code: i32,
+        /// `MPI_Error_string` of the code.
+        message: String,
+    },
     /// A ready send found no matching receive posted. Nothing was delivered and
     /// the receiver was not touched.
     #[error("ready send to rank {dest} with tag {tag}: no matching receive is posted; nothing was delivered")]

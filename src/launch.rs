@@ -1,10 +1,11 @@
 //! How this process was started: alone (embedded), or as one of several processes
 //! of a parallel launcher (`mpirun`/`mpiexec`, `srun`).
 //!
-//! Cluster mode (processes × rank-threads over MPI) is not built yet, so a process
-//! that finds itself one of several refuses to run instead of silently running an
-//! independent embedded job (`mpirun -n 2 courier bench p2p` would otherwise print
-//! two unrelated results). `COURIER_LAUNCH=embedded` forces embedded mode.
+//! One of several processes runs in cluster mode (processes × rank-threads, MPI
+//! between processes) — which needs the `mpi` feature. A build without it refuses
+//! to run as one of several processes instead of silently running an independent
+//! embedded job in each (`mpirun -n 2 courier bench p2p` would otherwise print two
+//! unrelated results). `COURIER_LAUNCH=embedded` forces embedded mode.
 
 use std::fmt;
 
@@ -98,18 +99,22 @@ impl Launch {
         Ok(Launch::Embedded)
     }
 
-    /// `Ok` if this build can run this launch: embedded, or a single process.
+    /// `Ok` if this build can run this launch: always with the `mpi` feature;
+    /// without it, embedded or a single process.
     pub fn check_supported(&self) -> Result<()> {
+        if cfg!(feature = "mpi") {
+            return Ok(());
+        }
         match *self {
             Launch::Parallel {
                 launcher,
                 index,
                 processes,
             } if processes > 1 => Err(Error::InvalidConfig(format!(
-                "started by {launcher} as process {index} of {processes}, but cluster mode \
-                 (MPI between processes) is not available in this build: each process would \
-                 run an unrelated job. Start one process, or set COURIER_LAUNCH=embedded to \
-                 run independent embedded jobs anyway"
+                "started by {launcher} as process {index} of {processes}, but this build has \
+                 no cluster mode (built without the `mpi` feature): each process would run an \
+                 unrelated job. Rebuild with `--features mpi`, start one process, or set \
+                 COURIER_LAUNCH=embedded to run independent embedded jobs anyway"
             ))),
             _ => Ok(()),
         }
@@ -176,6 +181,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "mpi"))]
     fn several_processes_are_refused_with_a_way_out_and_one_is_fine() {
         let two = [("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2")];
         let err = Launch::from_env(env(&two))

@@ -74,4 +74,35 @@ pub use error::{Error, Result};
 pub use launch::{Launch, Launcher};
 pub use placement::Placement;
 pub use runtime::{run, Runtime, DEFAULT_CREDIT, DEFAULT_EAGER_THRESHOLD};
+/// The MPI library cluster mode runs on (see [`mpi_library`]).
+#[derive(Debug, Clone)]
+pub struct MpiLibrary {
+    /// `MPI_Get_library_version`.
+    pub version: String,
+    /// MPI standard version, `MPI_Get_version`.
+    pub standard: (i32, i32),
+    /// Thread level MPI provided (courier asks for `MPI_THREAD_MULTIPLE`).
+    pub thread_level: &'static str,
+}
+
+/// The MPI library, once a cluster-mode job has initialized MPI in this
+/// process; `None` in embedded jobs and in builds without the `mpi` feature.
+pub fn mpi_library() -> Option<MpiLibrary> {
+    transport::mpi::library().cloned()
+}
+
+/// The name of the host this process runs on (`MPI_Get_processor_name` in
+/// cluster mode, else the kernel's host name).
+pub fn host_name() -> String {
+    let name = transport::mpi::library()
+        .map(|_| transport::mpi::processor_name())
+        .unwrap_or_default();
+    if !name.is_empty() {
+        return name;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
 pub use status::{Source, Status, TagMatch, ANY_SOURCE, ANY_TAG, BSEND_OVERHEAD, TAG_UB};

@@ -8,25 +8,57 @@ use std::thread;
 use crate::bsend::AttachedBuffer;
 use crate::placement::{self, Placement};
 use crate::sync::{Liveness, SPINS_DEDICATED, SPINS_OVERSUBSCRIBED};
+use crate::transport::mpi::{self, Mpi};
 use crate::transport::shm::Shm;
-use crate::{Comm, Error, Result};
+use crate::{Comm, Error, Launch, Result};
 
 /// Default largest message sent eagerly (copied) by a standard send.
 pub const DEFAULT_EAGER_THRESHOLD: usize = 16 * 1024;
 /// Default flow-control credit: eager bytes one sender may leave at one receiver.
 pub const DEFAULT_CREDIT: usize = 256 * 1024;
 
-/// Everything the ranks of one job share.
+/// Where the ranks of a job live: `processes` processes of `threads` rank-threads
+/// each; global rank = process × threads + thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub process: usize,
+    pub processes: usize,
+    pub threads: usize,
+}
+
+impl Layout {
+    /// Ranks in the job.
+    pub fn size(&self) -> usize {
+        self.processes * self.threads
+    }
+
+    /// Process hosting world rank `w`.
+    pub fn process_of(&self, w: usize) -> usize {
+        w / self.threads
+    }
+
+    /// Index of world rank `w` among this process's ranks, if it lives here.
+    pub fn local(&self, w: usize) -> Option<usize> {
+        (self.process_of(w) == self.process).then_some(w % self.threads)
+    }
+}
+
+/// Everything the ranks of one process share. Per-rank tables (mailboxes,
+/// buffers, pins, liveness) are indexed by the rank's index in this process.
 pub(crate) struct World {
     pub shm: Shm,
     pub live: Liveness,
-    /// Attached buffers for buffered sends, one per rank.
+    /// Attached buffers for buffered sends, one per local rank.
     pub bsend: Box<[AttachedBuffer]>,
     /// Next free communicator context (contexts come in pairs: p2p, collective).
+    /// Process p hands out 2 + 2p + 2P·k, so contexts are unique job-wide.
     pub next_ctx: AtomicU32,
-    /// Core each rank was pinned to (set by the rank itself once pinned).
+    /// Core each local rank was pinned to (set by the rank itself once pinned).
     pub pinned: Box<[OnceLock<Option<usize>>]>,
     pub config: Runtime,
+    pub layout: Layout,
+    /// The MPI transport, in cluster mode.
+    pub mpi: Option<Mpi>,
 }
 
 /// Configures and starts a job (builder).
@@ -43,6 +75,7 @@ pub(crate) struct World {
 #[derive(Debug, Clone)]
 pub struct Runtime {
     ranks: Option<usize>,
+    threads: Option<usize>,
     eager_threshold: usize,
     credit: usize,
     placement: Placement,
@@ -60,15 +93,24 @@ impl Runtime {
     pub fn new() -> Self {
         Runtime {
             ranks: None,
+            threads: None,
             eager_threshold: DEFAULT_EAGER_THRESHOLD,
             credit: DEFAULT_CREDIT,
             placement: Placement::default(),
         }
     }
 
-    /// Number of ranks (threads).
+    /// Number of ranks in the job. Embedded, that many threads; in cluster mode
+    /// it must be a multiple of the number of processes (n / P threads each).
     pub fn ranks(mut self, n: usize) -> Self {
         self.ranks = Some(n);
+        self
+    }
+
+    /// Rank-threads per process in cluster mode (overrides `COURIER_THREADS`;
+    /// default: the cores this process may use). Ignored when embedded.
+    pub fn threads(mut self, t: usize) -> Self {
+        self.threads = Some(t);
         self
     }
 
@@ -91,22 +133,42 @@ impl Runtime {
         self
     }
 
-    /// The number of ranks `run` will start: as set, else `COURIER_RANKS`, else
-    /// the cores this process may use.
+    /// The number of ranks `run` will start in an embedded job: as set, else
+    /// `COURIER_RANKS`, else the cores this process may use.
     pub fn resolved_ranks(&self) -> Result<usize> {
         let n = match self.ranks {
             Some(n) => n,
-            None => match std::env::var("COURIER_RANKS") {
-                Ok(v) => v.trim().parse().map_err(|_| {
-                    Error::InvalidConfig(format!("COURIER_RANKS={v:?} is not a number"))
-                })?,
-                Err(_) => thread::available_parallelism().map_or(1, |n| n.get()),
-            },
+            None => env_number("COURIER_RANKS")?
+                .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get())),
         };
         if n == 0 {
             return Err(Error::InvalidConfig("a job needs at least one rank".into()));
         }
         Ok(n)
+    }
+
+    /// Rank-threads per process when this process is one of `processes`: from
+    /// `ranks` (total, a multiple of `processes`), else `threads`, else
+    /// `COURIER_THREADS`, else `COURIER_RANKS` / processes, else the cores this
+    /// process may use (its cpuset, as mpirun or Slurm bound it).
+    pub fn resolved_threads(&self, processes: usize) -> Result<usize> {
+        let total = match self.ranks {
+            Some(n) => Some(n),
+            None if self.threads.is_some() => None,
+            None => match env_number("COURIER_THREADS")? {
+                Some(t) => return nonzero_threads(t),
+                None => env_number("COURIER_RANKS")?,
+            },
+        };
+        match (total, self.threads) {
+            (Some(n), _) if n % processes != 0 || n == 0 => Err(Error::InvalidConfig(format!(
+                "{n} ranks cannot be spread evenly over {processes} processes \
+                 (ask for a multiple of {processes}, or set threads per process)"
+            ))),
+            (Some(n), _) => Ok(n / processes),
+            (None, Some(t)) => nonzero_threads(t),
+            (None, None) => Ok(thread::available_parallelism().map_or(1, |n| n.get())),
+        }
     }
 
     /// The eager threshold in bytes.
@@ -131,16 +193,45 @@ impl Runtime {
     /// return [`Error::PeerFailed`] and `run` returns the *first* failure:
     /// [`Error::RankPanicked`] or [`Error::RankFailed`], naming the rank.
     ///
-    /// A process started as one of several by `mpirun` or `srun` is refused with
-    /// [`Error::InvalidConfig`] (see [`Launch`](crate::Launch)): cluster mode is not
-    /// built yet.
+    /// # Cluster mode
+    ///
+    /// A process started as one of P by `mpirun`/`mpiexec` or `srun` (see
+    /// [`Launch`]) runs T rank-threads (see
+    /// [`resolved_threads`](Runtime::resolved_threads)) of a job of P × T ranks,
+    /// rank = process × T + thread, and returns the results of its own ranks in
+    /// rank order. Every process must call `run` the same number of times. A rank
+    /// that fails ends the whole job with `MPI_Abort`, after printing its rank and
+    /// error: ranks in other processes cannot be released with an error.
     pub fn run<R, F>(&self, f: F) -> Result<Vec<R>>
     where
         R: Send,
         F: Fn(&Comm) -> Result<R> + Sync,
     {
-        crate::Launch::detect()?.check_supported()?;
-        let n = self.resolved_ranks()?;
+        let launch = Launch::detect()?;
+        launch.check_supported()?;
+        let (layout, mpi) = match launch {
+            Launch::Parallel {
+                index, processes, ..
+            } if processes > 1 => {
+                let threads = self.resolved_threads(processes)?;
+                let layout = Layout {
+                    process: index,
+                    processes,
+                    threads,
+                };
+                (layout, Some(Mpi::new(index, processes, threads)?))
+            }
+            _ => {
+                let threads = self.resolved_ranks()?;
+                let layout = Layout {
+                    process: 0,
+                    processes: 1,
+                    threads,
+                };
+                (layout, None)
+            }
+        };
+        let n = layout.threads;
         let cores = placement::available_cores();
         let plan = placement::plan(self.placement, n, &cores);
         let world = Arc::new(World {
@@ -154,26 +245,30 @@ impl Runtime {
                 n,
             ),
             bsend: (0..n).map(|_| AttachedBuffer::default()).collect(),
-            next_ctx: AtomicU32::new(2),
+            next_ctx: AtomicU32::new(2 + 2 * layout.process as u32),
             pinned: (0..n).map(|_| OnceLock::new()).collect(),
             config: self.clone(),
+            layout,
+            mpi,
         });
+        let first_rank = layout.process * n;
         let errors: Mutex<Vec<(usize, Error)>> = Mutex::new(Vec::new());
         let results: Vec<Option<R>> = thread::scope(|s| {
             let handles: Vec<_> = (0..n)
-                .map(|rank| {
+                .map(|local| {
                     let world = world.clone();
-                    let (f, errors, core) = (&f, &errors, plan[rank]);
+                    let (f, errors, core) = (&f, &errors, plan[local]);
+                    let rank = first_rank + local;
                     thread::Builder::new()
                         .name(format!("courier-rank-{rank}"))
                         .spawn_scoped(s, move || {
                             world.live.register(thread::current());
                             let pinned = core.filter(|&c| placement::pin_current(c));
-                            let _ = world.pinned[rank].set(pinned);
+                            let _ = world.pinned[local].set(pinned);
                             let comm = Comm::world(world.clone(), rank);
                             let outcome = match catch_unwind(AssertUnwindSafe(|| f(&comm))) {
                                 Ok(Ok(r)) => {
-                                    world.live.finish(rank);
+                                    world.live.finish(local);
                                     return Some(r);
                                 }
                                 Ok(Err(e)) => Error::RankFailed {
@@ -185,11 +280,14 @@ impl Runtime {
                                     message: panic_message(&*payload),
                                 },
                             };
+                            if world.mpi.is_some() {
+                                mpi::abort(&outcome.to_string());
+                            }
                             errors
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push((rank, outcome));
-                            world.live.fail(rank);
+                            world.live.fail(local);
                             None
                         })
                         .expect("spawning a rank thread")
@@ -204,7 +302,7 @@ impl Runtime {
             let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
             let i = errors
                 .iter()
-                .position(|(r, _)| *r == first)
+                .position(|(r, _)| *r == first_rank + first)
                 .expect("the first failure was recorded");
             return Err(errors.swap_remove(i).1);
         }
@@ -222,6 +320,26 @@ where
     F: Fn(&Comm) -> Result<R> + Sync,
 {
     Runtime::new().ranks(ranks).run(f)
+}
+
+fn env_number(name: &str) -> Result<Option<usize>> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::InvalidConfig(format!("{name}={v:?} is not a number"))),
+        Err(_) => Ok(None),
+    }
+}
+
+fn nonzero_threads(t: usize) -> Result<usize> {
+    if t == 0 {
+        return Err(Error::InvalidConfig(
+            "a process needs at least one rank-thread".into(),
+        ));
+    }
+    Ok(t)
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

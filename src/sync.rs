@@ -56,6 +56,8 @@ pub(crate) struct Peer {
     pub rank: usize,
     /// World rank.
     pub world: usize,
+    /// Index among this process's ranks; `None` for a rank in another process.
+    pub local: Option<usize>,
 }
 
 /// What every wait needs to stay live: how long to spin before parking, the
@@ -92,7 +94,12 @@ impl Liveness {
 
     /// Whether `peer` has finished (then all it sent is visible to the caller).
     pub fn has_finished(&self, peer: Peer) -> bool {
-        self.finished[peer.world].load(SeqCst)
+        peer.local.is_some_and(|l| self.finished[l].load(SeqCst))
+    }
+
+    /// How many times a waiter spins before it starts yielding.
+    pub fn spin_budget(&self) -> u32 {
+        self.spins
     }
 
     fn spinner(&self) -> Spinner {

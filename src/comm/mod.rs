@@ -9,6 +9,7 @@ mod collective;
 mod p2p;
 pub(crate) mod request;
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -28,7 +29,9 @@ pub struct Comm {
     pub(crate) world: Arc<World>,
     rank: usize,
     /// World rank of each rank of this communicator.
-    group: Arc<[usize]>,
+    pub(crate) group: Arc<[usize]>,
+    /// Rank in this communicator of each member's world rank.
+    pub(crate) rank_of: Arc<HashMap<usize, usize>>,
     /// Point-to-point context; `ctx + 1` is the collective context.
     pub(crate) ctx: u32,
 }
@@ -45,12 +48,18 @@ impl std::fmt::Debug for Comm {
 
 impl Comm {
     pub(crate) fn world(world: Arc<World>, rank: usize) -> Comm {
-        let n = world.bsend.len();
+        let n = world.layout.size();
+        Comm::new(world, rank, (0..n).collect(), 0)
+    }
+
+    fn new(world: Arc<World>, rank: usize, group: Arc<[usize]>, ctx: u32) -> Comm {
+        let rank_of = group.iter().enumerate().map(|(r, &w)| (w, r)).collect();
         Comm {
             world,
             rank,
-            group: (0..n).collect(),
-            ctx: 0,
+            group,
+            rank_of: Arc::new(rank_of),
+            ctx,
         }
     }
 
@@ -71,18 +80,35 @@ impl Comm {
 
     /// Index of the process `rank` runs in (always 0 in an embedded job).
     pub fn node_of(&self, rank: usize) -> Result<usize> {
-        self.world_of(rank).map(|_| 0)
+        self.world_of(rank).map(|w| self.world.layout.process_of(w))
     }
 
-    /// Whether `rank` runs in this process (reached over shared memory).
+    /// Whether `rank` runs in this process (reached over shared memory; the
+    /// others are reached over MPI).
     pub fn is_local(&self, rank: usize) -> Result<bool> {
-        self.world_of(rank).map(|_| true)
+        self.world_of(rank)
+            .map(|w| self.world.layout.local(w).is_some())
     }
 
-    /// The core `rank` was pinned to, `None` if unpinned (or not yet started).
+    /// The core `rank` was pinned to, `None` if unpinned, not yet started, or in
+    /// another process.
     pub fn core_of(&self, rank: usize) -> Result<Option<usize>> {
         let w = self.world_of(rank)?;
-        Ok(self.world.pinned[w].get().copied().flatten())
+        Ok(self
+            .world
+            .layout
+            .local(w)
+            .and_then(|l| self.world.pinned[l].get().copied().flatten()))
+    }
+
+    /// Number of processes in the job (1 when embedded).
+    pub fn processes(&self) -> usize {
+        self.world.layout.processes
+    }
+
+    /// Index of this rank among the ranks of its process.
+    pub(crate) fn me(&self) -> usize {
+        self.world_rank() % self.world.layout.threads
     }
 
     /// The configuration the job was started with.
@@ -95,13 +121,15 @@ impl Comm {
     pub fn dup(&self) -> Result<Comm> {
         let mut ctx = [0u32];
         if self.rank == 0 {
-            ctx[0] = self.world.next_ctx.fetch_add(2, Relaxed);
+            ctx[0] = self.world.next_ctx.fetch_add(self.ctx_stride(), Relaxed);
         }
         self.broadcast(&mut ctx, 0)?;
+        self.create_lanes(ctx[0], &self.group)?;
         Ok(Comm {
             world: self.world.clone(),
             rank: self.rank,
             group: self.group.clone(),
+            rank_of: self.rank_of.clone(),
             ctx: ctx[0],
         })
     }
@@ -121,7 +149,7 @@ impl Comm {
             base[0] = self
                 .world
                 .next_ctx
-                .fetch_add(2 * colors.len() as u32, Relaxed);
+                .fetch_add(self.ctx_stride() * colors.len() as u32, Relaxed);
         }
         self.broadcast(&mut base, 0)?;
         let Some(color) = color else { return Ok(None) };
@@ -137,12 +165,39 @@ impl Comm {
             .iter()
             .position(|&(_, r)| r == self.rank)
             .expect("self is a member");
-        Ok(Some(Comm {
-            world: self.world.clone(),
-            rank,
-            group: members.iter().map(|&(_, r)| self.group[r]).collect(),
-            ctx: base[0] + 2 * index,
-        }))
+        let group: Arc<[usize]> = members.iter().map(|&(_, r)| self.group[r]).collect();
+        let ctx = base[0] + self.ctx_stride() * index;
+        self.create_lanes(ctx, &group)?;
+        Ok(Some(Comm::new(self.world.clone(), rank, group, ctx)))
+    }
+
+    /// Step between the contexts one process hands out: contexts come in pairs
+    /// and process p hands out 2 + 2p + 2P·k, so they are unique job-wide.
+    fn ctx_stride(&self) -> u32 {
+        2 * self.world.layout.processes as u32
+    }
+
+    /// In cluster mode, creates the MPI lanes of contexts `ctx` and `ctx + 1`
+    /// for a communicator of `members` (world ranks): one rank per process does
+    /// it, collectively with the other processes that host members.
+    fn create_lanes(&self, ctx: u32, members: &[usize]) -> Result<()> {
+        let Some(mpi) = &self.world.mpi else {
+            return Ok(());
+        };
+        let layout = self.world.layout;
+        let leader = members
+            .iter()
+            .copied()
+            .filter(|&w| layout.local(w).is_some())
+            .min();
+        if leader != Some(self.world_rank()) {
+            return Ok(());
+        }
+        let mut processes: Vec<usize> = members.iter().map(|&w| layout.process_of(w)).collect();
+        processes.sort_unstable();
+        processes.dedup();
+        mpi.create_context(ctx, &processes)?;
+        mpi.create_context(ctx + 1, &processes)
     }
 
     /// World rank of `rank`, or `InvalidRank`.

@@ -17,8 +17,23 @@ use bytemuck::Pod;
 
 use crate::matching::{Envelope, Pattern};
 use crate::sync::{Completion, Peer};
+use crate::transport::mpi::{Mpi, SendMode};
 use crate::transport::shm::{Body, Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
+
+/// Where a posted receive is registered: the shared-memory mailbox, the MPI
+/// transport's registry, or both (an `ANY_SOURCE` receive in cluster mode).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecvId {
+    shm: Option<u64>,
+    mpi: Option<u64>,
+}
+
+/// How posting a receive went.
+pub(crate) enum Posted {
+    Done(Result<Status>),
+    Pending { id: RecvId, done: Arc<Completion> },
+}
 
 use super::check_tag;
 
@@ -102,7 +117,7 @@ impl Comm {
         let bytes: &[u8] = bytemuck::cast_slice(buf);
         self.world_of(dest)?;
         let tag = check_tag(tag)?;
-        let space = self.world.bsend[self.world_rank()].reserve(bytes.len())?;
+        let space = self.world.bsend[self.me()].reserve(bytes.len())?;
         self.send_on(self.ctx, bytes, dest, tag, Mode::Buffered(space))
     }
 
@@ -134,17 +149,23 @@ impl Comm {
     /// Sends a `Vec` by moving it to the receiver (no copy when the receiver takes
     /// it with [`recv_owned`](Comm::recv_owned) as the same `Vec<T>`). Counts against
     /// the pair's flow-control credit; past it, waits until the receiver matches.
+    ///
+    /// To a rank in another process the contents are sent with `MPI_Send` (a
+    /// copy, as any message between processes) and the `Vec` is dropped.
     pub fn send_owned<T: Pod + Send>(&self, data: Vec<T>, dest: usize, tag: i32) -> Result<()> {
         let peer = self.peer(dest)?;
         let env = self.envelope(self.ctx, check_tag(tag)?);
         let bytes: &[u8] = bytemuck::cast_slice(&data);
+        let Some(to) = peer.local else {
+            return self.send_remote(&env, bytes, peer, Mode::Standard);
+        };
         let (ptr, len) = (bytes.as_ptr(), bytes.len());
         // SAFETY: (ptr, len) are the contents of `data`, whose heap buffer does not
         // move when the Vec is moved into the box.
         let outcome = unsafe {
             self.world
                 .shm
-                .send_owned(self.world_rank(), peer.world, env, Box::new(data), ptr, len)
+                .send_owned(self.me(), to, env, Box::new(data), ptr, len)
         };
         match outcome {
             SendOutcome::Done => Ok(()),
@@ -219,10 +240,51 @@ impl Comm {
     /// [`mprobe`](Comm::mprobe) to claim it.
     pub fn probe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Status> {
         let pat = self.pattern(self.ctx, source.into(), tag.into())?;
-        let me = self.world_rank();
         let peer = self.source_peer(&pat)?;
+        if self.world.mpi.is_some() {
+            return self.cluster_wait(peer, || self.iprobe_on(&pat).transpose());
+        }
+        let me = self.me();
         self.world.shm.wait_arrival(me, &self.world.live, peer, || {
             self.world.shm.iprobe(me, &pat)
+        })
+    }
+
+    /// `iprobe` of `pat` on both transports.
+    fn iprobe_on(&self, pat: &Pattern) -> Result<Option<Status>> {
+        if let Some(found) = self.world.shm.iprobe(self.me(), pat) {
+            return Ok(Some(found));
+        }
+        match self.remote_pattern(pat)? {
+            Some(mpi) => mpi.iprobe(self.world_rank(), pat, &self.group, &self.rank_of),
+            None => Ok(None),
+        }
+    }
+
+    /// `improbe` of `pat` on both transports.
+    fn improbe_on(&self, pat: &Pattern) -> Result<Option<Message>> {
+        if let Some((env, body)) = self.world.shm.improbe(self.me(), pat) {
+            return Ok(Some(Message { env, body }));
+        }
+        let Some(mpi) = self.remote_pattern(pat)? else {
+            return Ok(None);
+        };
+        Ok(mpi
+            .improbe(self.world_rank(), pat, &self.group, &self.rank_of)?
+            .map(|(env, data)| Message {
+                env,
+                body: Body::Eager { data, _space: None },
+            }))
+    }
+
+    /// The MPI transport, if `pat` may match a message from another process.
+    fn remote_pattern(&self, pat: &Pattern) -> Result<Option<&Mpi>> {
+        let Some(mpi) = &self.world.mpi else {
+            return Ok(None);
+        };
+        Ok(match pat.source {
+            Some(r) => self.peer(r)?.local.is_none().then_some(mpi),
+            None => Some(mpi),
         })
     }
 
@@ -233,15 +295,19 @@ impl Comm {
         tag: impl Into<TagMatch>,
     ) -> Result<Option<Status>> {
         let pat = self.pattern(self.ctx, source.into(), tag.into())?;
-        Ok(self.world.shm.iprobe(self.world_rank(), &pat))
+        self.progress();
+        self.iprobe_on(&pat)
     }
 
     /// Matched probe (`MPI_Mprobe`): waits for a matching message and claims it, so
     /// no other receive or thread can take it.
     pub fn mprobe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Message> {
         let pat = self.pattern(self.ctx, source.into(), tag.into())?;
-        let me = self.world_rank();
         let peer = self.source_peer(&pat)?;
+        if self.world.mpi.is_some() {
+            return self.cluster_wait(peer, || self.improbe_on(&pat).transpose());
+        }
+        let me = self.me();
         let (env, body) = self
             .world
             .shm
@@ -258,34 +324,46 @@ impl Comm {
         tag: impl Into<TagMatch>,
     ) -> Result<Option<Message>> {
         let pat = self.pattern(self.ctx, source.into(), tag.into())?;
-        Ok(self
-            .world
-            .shm
-            .improbe(self.world_rank(), &pat)
-            .map(|(env, body)| Message { env, body }))
+        self.progress();
+        self.improbe_on(&pat)
     }
 
     /// Attaches a buffer of `bytes` for buffered sends (`MPI_Buffer_attach`). One per
     /// rank, shared by all its communicators.
+    ///
+    /// In cluster mode the process's MPI buffer (MPI has one per process) is
+    /// resized to the sum of its ranks' buffers. Each `bsend` is checked against
+    /// this rank's buffer (`len + BSEND_OVERHEAD`) first; to another process the
+    /// charge ends when `MPI_Bsend` returns (MPI keeps its own account of the
+    /// process buffer and reports exhaustion as [`Error::Mpi`]).
     pub fn attach_buffer(&self, bytes: usize) -> Result<()> {
-        self.world.bsend[self.world_rank()].attach(bytes)
+        self.world.bsend[self.me()].attach(bytes)?;
+        match &self.world.mpi {
+            Some(mpi) => mpi.resize_bsend(self.world_rank(), bytes),
+            None => Ok(()),
+        }
     }
 
     /// Detaches the buffer (`MPI_Buffer_detach`), waiting until every message
     /// stored in it has been delivered; returns its size.
     pub fn detach_buffer(&self) -> Result<usize> {
-        self.world.bsend[self.world_rank()].detach(&self.world.live)
+        let size = self.world.bsend[self.me()].detach(&self.world.live)?;
+        if let Some(mpi) = &self.world.mpi {
+            mpi.resize_bsend(self.world_rank(), 0)?;
+        }
+        Ok(size)
     }
 
     /// Free bytes in the attached buffer, `None` when none is attached.
     pub fn buffer_free(&self) -> Option<usize> {
-        self.world.bsend[self.world_rank()].free()
+        self.world.bsend[self.me()].free()
     }
 
-    /// Bytes of standard and owned sends queued at this rank and not yet received
-    /// (bounded by the flow-control credit per sender).
+    /// Bytes of standard and owned sends from ranks of this process queued at
+    /// this rank and not yet received (bounded by the flow-control credit per
+    /// sender).
     pub fn queued_bytes(&self) -> usize {
-        self.world.shm.buffered_bytes(self.world_rank())
+        self.world.shm.buffered_bytes(self.me())
     }
 
     pub(crate) fn envelope(&self, ctx: u32, tag: i32) -> Envelope {
@@ -307,17 +385,48 @@ impl Comm {
     ) -> Result<()> {
         let peer = self.peer(dest)?;
         let env = self.envelope(ctx, tag);
+        let Some(to) = peer.local else {
+            return self.send_remote(&env, bytes, peer, mode);
+        };
         // SAFETY: if the send is pending, `settle_send` does not return before the
         // receiver has finished with `bytes` or the send has been withdrawn.
-        match unsafe {
-            self.world
-                .shm
-                .send(self.world_rank(), peer.world, env, bytes, mode)
-        } {
+        match unsafe { self.world.shm.send(self.me(), to, env, bytes, mode) } {
             SendOutcome::Done => Ok(()),
             SendOutcome::Pending(done) => self.settle_send(peer, &done),
             SendOutcome::NotReady => Err(Error::NotReady { dest, tag }),
         }
+    }
+
+    /// A blocking send to a rank in another process: each mode its own MPI call.
+    fn send_remote(&self, env: &Envelope, bytes: &[u8], peer: Peer, mode: Mode) -> Result<()> {
+        let mpi = self.mpi();
+        let (from, to) = (self.world_rank(), peer.world);
+        let outcome = match mode {
+            Mode::Standard => mpi.send(from, to, env, bytes, SendMode::Standard)?,
+            // The rank's own charge ends here; MPI holds the copy in its buffer.
+            Mode::Buffered(_space) => mpi.send(from, to, env, bytes, SendMode::Buffered)?,
+            Mode::Synchronous => mpi.send(from, to, env, bytes, SendMode::Synchronous)?,
+            // SAFETY: a blocking ready send does not return before MPI_Rsend has.
+            Mode::Ready => unsafe { mpi.rsend(&self.world.shm, from, to, env, bytes, false)? },
+        };
+        match outcome {
+            SendOutcome::NotReady => Err(Error::NotReady {
+                dest: peer.rank,
+                tag: env.tag,
+            }),
+            SendOutcome::Done => Ok(()),
+            // SAFETY (of the sends above): `bytes` stays borrowed until this returns.
+            SendOutcome::Pending(done) => self.settle_send(peer, &done),
+        }
+    }
+
+    /// The MPI transport; only called for peers in other processes, which exist
+    /// only in cluster mode.
+    pub(crate) fn mpi(&self) -> &Mpi {
+        self.world
+            .mpi
+            .as_ref()
+            .expect("ranks in other processes exist only in cluster mode")
     }
 
     /// Blocking receive matching `pat`.
@@ -326,25 +435,133 @@ impl Comm {
         // SAFETY: `buf` is exclusively borrowed for this call, and `settle_recv` does
         // not return before the receive has completed or been withdrawn.
         let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
-        match self.world.shm.recv(self.world_rank(), pat, dst) {
-            RecvOutcome::Done(r) => r,
+        match self.post_recv(pat, dst)? {
+            Posted::Done(r) => r,
+            Posted::Pending { id, done } => self.settle_recv(id, &done, self.source_peer(&pat)?),
+        }
+    }
+
+    /// Posts a receive where its messages can come from: the mailbox (ranks of
+    /// this process), the MPI transport (ranks of other processes), or both.
+    pub(crate) fn post_recv(&self, pat: Pattern, dst: RecvBuf) -> Result<Posted> {
+        let (me, local) = (self.world_rank(), self.me());
+        let shm = &self.world.shm;
+        let Some(mpi) = self.remote_pattern(&pat)? else {
+            return Ok(match shm.recv(local, pat, dst) {
+                RecvOutcome::Done(r) => Posted::Done(r),
+                RecvOutcome::Pending { id, done } => Posted::Pending {
+                    id: RecvId {
+                        shm: Some(id),
+                        mpi: None,
+                    },
+                    done,
+                },
+            });
+        };
+        let (group, rank_of) = (self.group.clone(), self.rank_of.clone());
+        if pat.source.is_some() {
+            // A message claimed from MPI but parked in the mailbox comes first.
+            if mpi.parked(me) {
+                if let Some((env, body)) = shm.improbe(local, &pat) {
+                    mpi.unpark(me);
+                    return Ok(Posted::Done(dst.fill(body.bytes(), &env)));
+                }
+            }
+            let done = Arc::new(Completion::new());
+            let id = mpi.post(me, pat, group, rank_of, dst, done.clone(), None);
+            return Ok(Posted::Pending {
+                id: RecvId {
+                    shm: None,
+                    mpi: Some(id),
+                },
+                done,
+            });
+        }
+        // SAFETY: the MPI side fills its alias only after withdrawing the
+        // mailbox receive (`Shm::cancel_recv` succeeded), and vice versa.
+        let alias = unsafe { dst.alias() };
+        Ok(match shm.recv(local, pat, dst) {
+            RecvOutcome::Done(r) => Posted::Done(r),
             RecvOutcome::Pending { id, done } => {
-                self.settle_recv(id, &done, self.source_peer(&pat)?)
+                let mid = mpi.post(me, pat, group, rank_of, alias, done.clone(), Some(id));
+                Posted::Pending {
+                    id: RecvId {
+                        shm: Some(id),
+                        mpi: Some(mid),
+                    },
+                    done,
+                }
+            }
+        })
+    }
+
+    /// Withdraws a posted receive nothing has matched; `false` if something has.
+    pub(crate) fn cancel_recv(&self, id: RecvId) -> bool {
+        if let Some(m) = id.mpi {
+            if !self.mpi().cancel(self.world_rank(), m) {
+                return false;
+            }
+        }
+        match id.shm {
+            Some(s) => self.world.shm.cancel_recv(self.me(), s),
+            None => true,
+        }
+    }
+
+    /// Moves arrived messages into matching, so pending operations see them:
+    /// this rank's fastboxes and, in cluster mode, MPI (ready-send queries,
+    /// registered receives, nonblocking sends). Tests and `wait_any` call this
+    /// before looking.
+    pub(crate) fn progress(&self) {
+        self.world.shm.progress(self.me());
+        if let Some(mpi) = &self.world.mpi {
+            if let Err(e) = mpi.progress(&self.world.shm, self.world_rank()) {
+                crate::transport::mpi::abort(&format!(
+                    "rank {}: MPI progress failed: {e}",
+                    self.world_rank()
+                ));
             }
         }
     }
 
-    /// Moves messages that arrived through this rank's fastboxes into matching, so
-    /// pending receives see them (tests and `wait_any` call this before looking).
-    pub(crate) fn progress(&self) {
-        self.world.shm.progress(self.world_rank());
+    /// Cluster mode's wait: polls `poll` and drives progress on both transports
+    /// (never parks: MPI messages wake no one). Gives up when a rank of this
+    /// process fails, or when `peer` (a rank of this process) has finished.
+    pub(crate) fn cluster_wait<T>(
+        &self,
+        peer: Option<Peer>,
+        mut poll: impl FnMut() -> Option<Result<T>>,
+    ) -> Result<T> {
+        let live = &self.world.live;
+        let mut spins = 0u32;
+        loop {
+            if let Some(v) = poll() {
+                return v;
+            }
+            self.progress();
+            if let Some(v) = poll() {
+                return v;
+            }
+            live.check()?;
+            if let Some(p) = peer.filter(|&p| live.has_finished(p)) {
+                return poll().unwrap_or(Err(Error::PeerFinished { rank: p.rank }));
+            }
+            spins = spins.saturating_add(1);
+            if spins < live.spin_budget() {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// `rank` as the peer a wait depends on.
     pub(crate) fn peer(&self, rank: usize) -> Result<Peer> {
+        let world = self.world_of(rank)?;
         Ok(Peer {
             rank,
-            world: self.world_of(rank)?,
+            world,
+            local: self.world.layout.local(world),
         })
     }
 
@@ -358,9 +575,14 @@ impl Comm {
     /// for it: either way the sender's buffer is released only once the transport
     /// no longer refers to it.
     pub(crate) fn settle_send(&self, dest: Peer, done: &Arc<Completion>) -> Result<()> {
+        if self.world.mpi.is_some() {
+            // A failure here aborts the job, so there is nothing to withdraw.
+            return self.cluster_wait(None, || done.outcome().map(|r| r.map(drop)));
+        }
+        let to = dest.local.expect("embedded peers are local");
         match done.wait(&self.world.live, dest) {
             Ok(_) => Ok(()),
-            Err(e) if self.world.shm.cancel_send(dest.world, done) => Err(e),
+            Err(e) if self.world.shm.cancel_send(to, done) => Err(e),
             Err(_) => {
                 done.wait_regardless(&self.world.live);
                 Ok(())
@@ -372,14 +594,18 @@ impl Comm {
     /// returns while a sender may still write into the buffer.
     pub(crate) fn settle_recv(
         &self,
-        id: u64,
+        id: RecvId,
         done: &Arc<Completion>,
         source: Option<Peer>,
     ) -> Result<Status> {
-        let me = self.world_rank();
-        match self.world.shm.wait_recv(me, done, &self.world.live, source) {
+        let me = self.me();
+        let waited = match &self.world.mpi {
+            Some(_) => self.cluster_wait(source, || done.outcome().map(Ok)),
+            None => self.world.shm.wait_recv(me, done, &self.world.live, source),
+        };
+        match waited {
             Ok(outcome) => outcome,
-            Err(e) if self.world.shm.cancel_recv(me, id) => {
+            Err(e) if self.cancel_recv(id) => {
                 // Withdrawn: complete it, so nothing else (the scope's end) waits on it.
                 done.complete(Err(e.clone()));
                 Err(e)

@@ -32,15 +32,18 @@ use bytemuck::Pod;
 
 use crate::bsend::BsendSpace;
 use crate::sync::{poll_until, Completion, Peer};
-use crate::transport::shm::{Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
+use crate::transport::mpi::SendMode;
+use crate::transport::shm::{Elem, Mode, RecvBuf, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
+
+use super::p2p::{Posted, RecvId};
 
 use super::check_tag;
 
 /// An operation the scope must settle before it ends.
 enum Outstanding {
     Send { dest: Peer, done: Arc<Completion> },
-    Recv { id: u64, done: Arc<Completion> },
+    Recv { id: RecvId, done: Arc<Completion> },
 }
 
 /// The region in which nonblocking operations may borrow buffers (see
@@ -70,7 +73,7 @@ enum State {
         status: Status,
     },
     Recv {
-        id: u64,
+        id: RecvId,
         done: Arc<Completion>,
         source: Option<Peer>,
     },
@@ -140,8 +143,7 @@ impl<'s, 'env> Scope<'s, 'env> {
         let bytes: &[u8] = bytemuck::cast_slice(buf);
         self.comm.world_of(dest)?;
         let tag = check_tag(tag)?;
-        let space: BsendSpace =
-            self.comm.world.bsend[self.comm.world_rank()].reserve(bytes.len())?;
+        let space: BsendSpace = self.comm.world.bsend[self.comm.me()].reserve(bytes.len())?;
         self.isend_on(self.comm.ctx, bytes, dest, tag, Mode::Buffered(space))
     }
 
@@ -196,11 +198,30 @@ impl<'s, 'env> Scope<'s, 'env> {
         // SAFETY: `bytes` is borrowed for the whole scope, and the scope does not
         // end before this send has completed or been withdrawn (`settle_all`),
         // even if the request is leaked.
-        let state = match unsafe {
-            comm.world
-                .shm
-                .send(comm.world_rank(), peer.world, env, bytes, mode)
-        } {
+        let outcome = unsafe {
+            match peer.local {
+                Some(to) => comm.world.shm.send(comm.me(), to, env, bytes, mode),
+                None => {
+                    let (mpi, from) = (comm.mpi(), comm.world_rank());
+                    match mode {
+                        Mode::Standard => {
+                            mpi.isend(from, peer.world, &env, bytes, SendMode::Standard)?
+                        }
+                        // The rank's own charge ends once MPI_Ibsend has copied the message.
+                        Mode::Buffered(_space) => {
+                            mpi.isend(from, peer.world, &env, bytes, SendMode::Buffered)?
+                        }
+                        Mode::Synchronous => {
+                            mpi.isend(from, peer.world, &env, bytes, SendMode::Synchronous)?
+                        }
+                        Mode::Ready => {
+                            mpi.rsend(&comm.world.shm, from, peer.world, &env, bytes, true)?
+                        }
+                    }
+                }
+            }
+        };
+        let state = match outcome {
             SendOutcome::Done => State::Complete(Ok(status)),
             SendOutcome::NotReady => return Err(Error::NotReady { dest, tag }),
             SendOutcome::Pending(done) => {
@@ -229,9 +250,9 @@ impl<'s, 'env> Scope<'s, 'env> {
         // SAFETY: `buf` is exclusively borrowed for the whole scope, and the scope
         // does not end before this receive has completed or been cancelled.
         let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
-        let state = match comm.world.shm.recv(comm.world_rank(), pat, dst) {
-            RecvOutcome::Done(r) => State::Complete(r),
-            RecvOutcome::Pending { id, done } => {
+        let state = match comm.post_recv(pat, dst)? {
+            Posted::Done(r) => State::Complete(r),
+            Posted::Pending { id, done } => {
                 self.outstanding.borrow_mut().push(Outstanding::Recv {
                     id,
                     done: done.clone(),
@@ -253,8 +274,12 @@ impl<'s, 'env> Scope<'s, 'env> {
                     let _ = self.comm.settle_send(dest, &done);
                 }
                 Outstanding::Recv { id, done } => {
-                    if !self.comm.world.shm.cancel_recv(self.comm.world_rank(), id) {
-                        done.wait_regardless(&self.comm.world.live);
+                    if !self.comm.cancel_recv(id) {
+                        if self.comm.world.mpi.is_some() {
+                            let _ = self.comm.cluster_wait(None, || done.outcome().map(Ok));
+                        } else {
+                            done.wait_regardless(&self.comm.world.live);
+                        }
                     }
                 }
             }
@@ -320,7 +345,7 @@ impl Request<'_> {
     /// buffer was not written. Sends and matched receives are not cancelled.
     pub fn cancel(&mut self) -> Result<bool> {
         if let State::Recv { id, done, .. } = &self.state {
-            if self.comm.world.shm.cancel_recv(self.comm.world_rank(), *id) {
+            if self.comm.cancel_recv(*id) {
                 done.complete(Ok(Status::cancelled()));
                 return Ok(true);
             }

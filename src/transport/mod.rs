@@ -1,14 +1,20 @@
 //! Transports: how a message gets from one rank to another.
 //!
-//! The communicator layer above talks to a transport through one small set of
-//! operations — `send(mode)`, `send_owned`, `recv`, `cancel_recv`, `cancel_send`,
-//! `iprobe`, `improbe`, `wait_arrival` — in terms of world ranks and
-//! [`Envelope`](crate::matching::Envelope)s, and gets back a
-//! [`Completion`](crate::sync::Completion) for anything that finishes later.
+//! The communicator layer above routes each peer to one of two transports, by
+//! where the peer lives:
 //!
-//! * [`shm`] — ranks that are threads of this process (shared memory).
+//! * [`shm`] — ranks that are threads of this process (shared memory);
+//! * [`mpi`] — ranks in other processes (cluster mode), over MPI.
 //!
-//! The MPI transport (ranks in other processes) will sit beside `shm` behind the
-//! same operations, with the communicator routing each peer to one or the other.
+//! Both take the same operations — a send by mode, a receive into a lent
+//! [`RecvBuf`](shm::RecvBuf), cancel, probe, matched probe — in terms of world
+//! ranks and [`Envelope`](crate::matching::Envelope)s, and hand back a
+//! [`Completion`](crate::sync::Completion) for anything that finishes later. An
+//! `ANY_SOURCE` receive is posted with both (see [`mpi`]).
 
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
+#[cfg(not(feature = "mpi"))]
+#[path = "mpi_disabled.rs"]
+pub(crate) mod mpi;
 pub(crate) mod shm;

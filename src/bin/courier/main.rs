@@ -20,9 +20,14 @@ struct Cli {
 /// Options every command shares: how the job is started.
 #[derive(clap::Args, Clone, Debug)]
 struct JobArgs {
-    /// Ranks (threads) to start [default: COURIER_RANKS, else the cores this process may use]
+    /// Ranks in the job [default: COURIER_RANKS, else the cores this process may use;
+    /// under mpirun/srun: processes × threads]
     #[arg(long, short = 'n')]
     ranks: Option<usize>,
+    /// Rank-threads per process under mpirun/srun [default: COURIER_THREADS, else the
+    /// cores in this process's cpuset]
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
     /// Pinning policy: compact, scatter or none
     #[arg(long, default_value = "compact")]
     placement: Placement,
@@ -40,6 +45,10 @@ impl JobArgs {
             .placement(self.placement)
             .eager_threshold(self.eager_threshold)
             .credit(self.credit);
+        let rt = match self.threads {
+            Some(t) => rt.threads(t),
+            None => rt,
+        };
         match self.ranks {
             Some(n) => rt.ranks(n),
             None => rt,

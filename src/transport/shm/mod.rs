@@ -99,6 +99,29 @@ impl RecvBuf {
         RecvBuf { ptr, cap, elem }
     }
 
+    /// The buffer's address and capacity in bytes.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub fn raw(&self) -> (*mut u8, usize) {
+        (self.ptr, self.cap)
+    }
+
+    /// The element type the buffer holds.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub fn elem(&self) -> Elem {
+        self.elem
+    }
+
+    /// A second handle to the same buffer, for a receive posted with two
+    /// transports at once (an `ANY_SOURCE` receive in cluster mode).
+    ///
+    /// # Safety
+    /// At most one of the two handles may ever be filled: whoever fills one must
+    /// first have withdrawn the other receive (a successful cancel).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub unsafe fn alias(&self) -> Self {
+        RecvBuf { ..*self }
+    }
+
     /// Checks and copies a message into the buffer; the status says what arrived.
     pub fn fill(self, src: &[u8], env: &Envelope) -> Result<Status> {
         if src.len() > self.cap {
@@ -536,6 +559,19 @@ impl Shm {
                 Some(poll().ok_or(Error::PeerFinished { rank: peer.rank }))
             })
             .and_then(|r| r)
+    }
+
+    /// Queues a message that arrived by another transport at `me` as if it had
+    /// just arrived here (it then matches like any eager message).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub fn park(&self, me: usize, env: Envelope, data: Vec<u8>) {
+        let body = Body::Eager { data, _space: None };
+        let msg = Incoming {
+            body,
+            from: me,
+            credit: 0,
+        };
+        self.enqueue(self.inbox(me), me, env, msg);
     }
 
     /// Bytes of eagerly buffered (copied or moved) messages waiting at `me`.

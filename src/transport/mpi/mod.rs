@@ -1,0 +1,1166 @@
+//! The MPI transport: ranks in other processes (cluster mode), through rsmpi's
+//! MPI bindings.
+//!
+//! # Routing rank-threads onto MPI
+//!
+//! MPI addresses processes; courier addresses rank-threads (global rank =
+//! process × T + thread). A message from thread `s` of process `p` to thread `d`
+//! of process `q`, on courier context `ctx`, travels on a **lane**: an MPI
+//! communicator of its own for the triple (ctx, s, d), from MPI rank `p` to MPI
+//! rank `q`, with the user's tag as the MPI tag. So MPI's own matching does
+//! everything: a receive from one rank is an MPI receive from one process on one
+//! lane with the exact tag or `MPI_ANY_TAG`, and FIFO per pair is MPI's
+//! non-overtaking rule on that communicator. The alternatives were rejected:
+//! encoding threads in the tag makes `ANY_TAG` inexpressible, and a progress
+//! thread that receives everything on the process's behalf would match
+//! `MPI_Ssend` before the user's receive is posted. The cost is T² communicators
+//! per context (created collectively when a communicator is created), so very
+//! large T × many communicators can reach an MPI library's communicator limit.
+//!
+//! # Receiving: the receiver matches, with matched probes
+//!
+//! No MPI receive is ever posted on a lane. A courier receive that may match a
+//! remote sender is registered with its rank ([`Mpi::post`]); whoever of the
+//! rank's threads waits or tests polls the registry in posting order, claims a
+//! message with `MPI_Improbe` on the receive's lanes (one lane for a named
+//! source; every lane into this thread, plus shared memory, for `ANY_SOURCE`)
+//! and `MPI_Mrecv`s it straight into the user's buffer. Claiming is MPI's match,
+//! so an `MPI_Ssend` completes exactly when a courier receive took it. An
+//! `ANY_SOURCE` receive is also posted in the shared-memory mailbox; if a local
+//! sender fills it while an MPI message is being claimed, the claimed message is
+//! queued in the mailbox as an arrived message (nothing is lost, and receives
+//! from that pair look there first, so FIFO holds).
+//!
+//! # Ready sends
+//!
+//! `MPI_Rsend` is only defined when the receive is posted at the MPI level,
+//! and the sender cannot see a remote process's receives. So a ready send asks
+//! first. It sends a zero-byte *marker* on the data lane (tag `TAG_UB + 1`,
+//! never a user tag), then a query on a control communicator, and waits for the
+//! answer. The receiving rank answers from its poll loop, once the marker has
+//! arrived — MPI's non-overtaking rule then guarantees that every earlier
+//! message from that sender on that lane is visible. *Yes* if a courier receive
+//! that the message would match is posted and no earlier message from that
+//! sender matches it first; the receiver then withdraws the receive from
+//! matching, posts an `MPI_Irecv` for exactly this message on a separate
+//! communicator, and only then answers, so the sender's `MPI_Rsend` always
+//! finds its receive posted. *No* gives `Err(NotReady)` and nothing is sent,
+//! as over shared memory. The price is a round trip, and the receiver must be
+//! inside a courier call (waiting or testing) to answer.
+
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use mpi::ffi;
+
+use crate::matching::{Envelope, Pattern};
+use crate::sync::Completion;
+use crate::transport::shm::{RecvBuf, SendOutcome, Shm};
+use crate::{Error, Result, Status};
+
+/// An MPI handle (communicator, request, message), which the C library lets any
+/// thread use under `MPI_THREAD_MULTIPLE`.
+#[derive(Clone, Copy)]
+struct Handle<T>(T);
+// SAFETY: MPI is initialized with MPI_THREAD_MULTIPLE (checked in `init`), under
+// which MPI handles may be used from any thread.
+unsafe impl<T> Send for Handle<T> {}
+// SAFETY: as above; every handle kept here is only passed by value to MPI calls.
+unsafe impl<T> Sync for Handle<T> {}
+
+type Comm = Handle<ffi::MPI_Comm>;
+
+/// Turns an MPI return code into a courier error carrying MPI's error string.
+fn check(code: c_int, call: &'static str) -> Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; 512];
+    let mut len: c_int = 0;
+    // SAFETY: buf holds MPI_MAX_ERROR_STRING (256 in Open MPI and MPICH) bytes.
+    unsafe { ffi::MPI_Error_string(code, buf.as_mut_ptr().cast(), &mut len) };
+    buf.truncate(len.max(0) as usize);
+    Err(Error::Mpi {
+        call,
+        code,
+        message: String::from_utf8_lossy(&buf)
+            .trim_end_matches('\0')
+            .to_string(),
+    })
+}
+
+fn count(len: usize) -> Result<c_int> {
+    c_int::try_from(len).map_err(|_| {
+        Error::InvalidConfig(format!(
+            "{len} bytes is more than one MPI message can carry"
+        ))
+    })
+}
+
+fn byte() -> ffi::MPI_Datatype {
+    // SAFETY: reading an immutable constant exported by mpi-sys.
+    unsafe { ffi::RSMPI_UINT8_T }
+}
+
+/// What MPI calls `MPI_Status`, reduced to what courier uses.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    source: c_int,
+    tag: c_int,
+    bytes: usize,
+}
+
+fn arrived(st: &ffi::MPI_Status) -> Arrived {
+    let mut n: c_int = 0;
+    // SAFETY: `st` was filled by a successful probe or receive.
+    unsafe { ffi::MPI_Get_count(st, byte(), &mut n) };
+    Arrived {
+        source: st.MPI_SOURCE,
+        tag: st.MPI_TAG,
+        bytes: n.max(0) as usize,
+    }
+}
+
+pub(crate) use crate::MpiLibrary as Library;
+
+/// Initializes MPI once per process with `MPI_THREAD_MULTIPLE` (every
+/// rank-thread calls MPI) and finalizes it at exit.
+static LIBRARY: std::sync::OnceLock<std::result::Result<Library, String>> =
+    std::sync::OnceLock::new();
+
+fn init() -> Result<&'static Library> {
+    LIBRARY
+        .get_or_init(|| {
+            let mut provided: c_int = 0;
+            // SAFETY: called once (OnceLock); null argc/argv are allowed.
+            let code = unsafe {
+                ffi::MPI_Init_thread(
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    ffi::RSMPI_THREAD_MULTIPLE,
+                    &mut provided,
+                )
+            };
+            check(code, "MPI_Init_thread").map_err(|e| e.to_string())?;
+            extern "C" {
+                fn atexit(f: extern "C" fn()) -> c_int;
+            }
+            extern "C" fn finalize() {
+                // SAFETY: runs once at process exit, after every rank thread has
+                // been joined by `run`.
+                unsafe { ffi::MPI_Finalize() };
+            }
+            // SAFETY: registering a plain function with the C runtime.
+            unsafe { atexit(finalize) };
+            // SAFETY: reading constants exported by mpi-sys.
+            let level = unsafe {
+                match provided {
+                    p if p == ffi::RSMPI_THREAD_MULTIPLE => "MPI_THREAD_MULTIPLE",
+                    p if p == ffi::RSMPI_THREAD_SERIALIZED => "MPI_THREAD_SERIALIZED",
+                    p if p == ffi::RSMPI_THREAD_FUNNELED => "MPI_THREAD_FUNNELED",
+                    _ => "MPI_THREAD_SINGLE",
+                }
+            };
+            let version = mpi::environment::library_version()
+                .unwrap_or_default()
+                .trim_end_matches(['\0', '\n', ' '])
+                .to_string();
+            let mut ub: *mut c_int = std::ptr::null_mut();
+            let mut found: c_int = 0;
+            // SAFETY: MPI_TAG_UB is a predefined attribute of MPI_COMM_WORLD whose
+            // value is a pointer to an int.
+            unsafe {
+                ffi::MPI_Comm_get_attr(
+                    ffi::RSMPI_COMM_WORLD,
+                    ffi::MPI_TAG_UB as c_int,
+                    (&mut ub as *mut *mut c_int).cast(),
+                    &mut found,
+                )
+            };
+            // SAFETY: when found, `ub` points to the attribute's int.
+            let tag_ub = if found != 0 { unsafe { *ub } } else { 0 };
+            if tag_ub < MARKER_TAG {
+                return Err(format!(
+                    "the MPI library ({version}) allows tags up to {tag_ub}; courier needs \
+                     {MARKER_TAG} (user tags up to TAG_UB plus one reserved)"
+                ));
+            }
+            if level != "MPI_THREAD_MULTIPLE" {
+                return Err(format!(
+                    "the MPI library ({version}) provides only {level}; courier's rank-threads \
+                     need MPI_THREAD_MULTIPLE"
+                ));
+            }
+            Ok(Library {
+                version,
+                standard: mpi::environment::version(),
+                thread_level: level,
+            })
+        })
+        .as_ref()
+        .map_err(|e| Error::InvalidConfig(e.clone()))
+}
+
+/// The MPI library, if MPI has been initialized (cluster mode).
+pub(crate) fn library() -> Option<&'static Library> {
+    static_library()
+}
+
+fn static_library() -> Option<&'static Library> {
+    LIBRARY.get().and_then(|r| r.as_ref().ok())
+}
+
+/// Ends the whole job: prints why, then `MPI_Abort`.
+pub(crate) fn abort(why: &str) -> ! {
+    eprintln!("courier: {why}; aborting the job");
+    // SAFETY: MPI is initialized (cluster mode); MPI_Abort does not return.
+    unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, 1) };
+    std::process::exit(1)
+}
+
+/// This host's name, as MPI reports it.
+pub(crate) fn processor_name() -> String {
+    let mut buf = vec![0u8; 512];
+    let mut len: c_int = 0;
+    // SAFETY: buf is larger than MPI_MAX_PROCESSOR_NAME (256 in Open MPI, 128 in MPICH).
+    unsafe { ffi::MPI_Get_processor_name(buf.as_mut_ptr().cast(), &mut len) };
+    buf.truncate(len.max(0) as usize);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The lanes of one courier context: T×T communicators over the processes that
+/// host the context's ranks.
+struct Lanes {
+    comms: Vec<Comm>,
+    /// MPI rank in the lanes of each process (None: not a member).
+    mpi_rank: Vec<Option<c_int>>,
+    /// Process of each MPI rank in the lanes.
+    process_of: Vec<usize>,
+}
+
+/// A receive that may match a message from another process.
+struct Pending {
+    pat: Pattern,
+    /// World rank of each comm rank (for `ANY_SOURCE`) and the reverse map.
+    group: Arc<[usize]>,
+    rank_of: Arc<HashMap<usize, usize>>,
+    dst: Option<RecvBuf>,
+    done: Arc<Completion>,
+    /// Also posted in the shared-memory mailbox under this id (`ANY_SOURCE`).
+    shm_id: Option<u64>,
+    /// Withdrawn for a ready send: the MPI receive posted for it.
+    ready: Option<Handle<ffi::MPI_Request>>,
+    /// Comm rank of the ready sender it was withdrawn for.
+    ready_source: usize,
+    id: u64,
+}
+
+/// A ready-send query: [ctx, sending thread, tag, reply id].
+type Query = [i64; 4];
+
+/// Tag of a ready send's marker on a data lane: above every user tag.
+const MARKER_TAG: c_int = crate::TAG_UB + 1;
+
+/// Largest standard send made with blocking `MPI_Send`: below the eager limit
+/// of Open MPI's transports (vader 4 KiB, tcp 64 KiB) and MPICH's, so it never
+/// waits for the receiver.
+pub(crate) const EAGER_SAFE: usize = 4096;
+
+/// The MPI transport of one process.
+pub(crate) struct Mpi {
+    process: usize,
+    processes: usize,
+    threads: usize,
+    contexts: RwLock<HashMap<u32, Arc<Lanes>>>,
+    /// Ready-send queries (tag 2·thread) and answers (tag 2·id + 1).
+    control: Comm,
+    /// Ready sends, each into an `MPI_Irecv` posted for it (tag = id).
+    ready: Comm,
+    pending: Box<[Mutex<Vec<Pending>>]>,
+    /// Ready-send queries and markers, per thread.
+    ready_state: Box<[Mutex<ReadyState>]>,
+    /// Nonblocking sends in flight, per thread.
+    sends: Box<[Mutex<Vec<SendInFlight>>]>,
+    next_id: AtomicI32,
+    next_pending: AtomicU64,
+    /// Messages claimed from MPI after the shared-memory receive they were
+    /// claimed for had been filled, parked in the mailbox, per thread.
+    parked: Box<[AtomicU64]>,
+    /// The process's MPI buffer for `MPI_Bsend`: the sum of the ranks' buffers.
+    bsend: Mutex<(Vec<u8>, Vec<usize>)>,
+}
+
+fn dup(comm: ffi::MPI_Comm) -> Result<Comm> {
+    // SAFETY: a zeroed handle is a valid out-parameter.
+    let mut new: ffi::MPI_Comm = unsafe { std::mem::zeroed() };
+    // SAFETY: `comm` is a valid communicator; MPI_Comm_dup is collective over it
+    // and every process calls it in the same order.
+    check(unsafe { ffi::MPI_Comm_dup(comm, &mut new) }, "MPI_Comm_dup")?;
+    // SAFETY: `new` is a valid communicator; ERRORS_RETURN makes errors values.
+    unsafe { ffi::MPI_Comm_set_errhandler(new, ffi::RSMPI_ERRORS_RETURN) };
+    Ok(Handle(new))
+}
+
+impl Mpi {
+    /// The transport of process `process` of `processes`, with `threads` rank-threads.
+    /// Collective over all processes.
+    pub fn new(process: usize, processes: usize, threads: usize) -> Result<Mpi> {
+        init()?;
+        // SAFETY: reading a constant exported by mpi-sys.
+        let world = unsafe { ffi::RSMPI_COMM_WORLD };
+        let mut size: c_int = 0;
+        // SAFETY: MPI is initialized; world is valid.
+        unsafe { ffi::MPI_Comm_size(world, &mut size) };
+        if size as usize != processes {
+            return Err(Error::InvalidConfig(format!(
+                "the launcher reported {processes} processes but MPI_COMM_WORLD has {size}: \
+                 was the program started with another MPI's launcher?"
+            )));
+        }
+        let mpi = Mpi {
+            process,
+            processes,
+            threads,
+            contexts: RwLock::default(),
+            control: dup(world)?,
+            ready: dup(world)?,
+            pending: (0..threads).map(|_| Mutex::default()).collect(),
+            sends: (0..threads).map(|_| Mutex::default()).collect(),
+            ready_state: (0..threads).map(|_| Mutex::default()).collect(),
+            next_id: AtomicI32::new(0),
+            next_pending: AtomicU64::new(1),
+            parked: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            bsend: Mutex::new((Vec::new(), vec![0; threads])),
+        };
+        let all: Vec<usize> = (0..processes).collect();
+        mpi.create_context(0, &all)?;
+        mpi.create_context(1, &all)?;
+        Ok(mpi)
+    }
+
+    /// Creates the lanes of context `ctx` over `processes` (sorted). Called by one
+    /// thread in each of those processes.
+    pub fn create_context(&self, ctx: u32, processes: &[usize]) -> Result<()> {
+        let t = self.threads;
+        // The world's two contexts are made by every process at start-up, in
+        // the same order: a plain dup. Later ones by the processes of one
+        // communicator, possibly concurrently with others: create_group, told
+        // apart by tag (contexts are unique job-wide).
+        let all = ctx < 2;
+        // SAFETY: reading a constant exported by mpi-sys.
+        let world = unsafe { ffi::RSMPI_COMM_WORLD };
+        let mut comms = Vec::with_capacity(t * t);
+        if all {
+            for _ in 0..t * t {
+                comms.push(dup(world)?);
+            }
+        } else {
+            // SAFETY: zeroed handles are valid out-parameters; `world` is valid and
+            // the ranks listed are valid process indices.
+            unsafe {
+                let mut wg: ffi::MPI_Group = std::mem::zeroed();
+                check(ffi::MPI_Comm_group(world, &mut wg), "MPI_Comm_group")?;
+                let ranks: Vec<c_int> = processes.iter().map(|&p| p as c_int).collect();
+                let mut g: ffi::MPI_Group = std::mem::zeroed();
+                check(
+                    ffi::MPI_Group_incl(wg, ranks.len() as c_int, ranks.as_ptr(), &mut g),
+                    "MPI_Group_incl",
+                )?;
+                for lane in 0..t * t {
+                    let mut new: ffi::MPI_Comm = std::mem::zeroed();
+                    // Tags tell concurrent creations apart; contexts are unique.
+                    let tag = ((ctx as usize * t * t + lane) % (1 << 30)) as c_int;
+                    check(
+                        ffi::MPI_Comm_create_group(world, g, tag, &mut new),
+                        "MPI_Comm_create_group",
+                    )?;
+                    ffi::MPI_Comm_set_errhandler(new, ffi::RSMPI_ERRORS_RETURN);
+                    comms.push(Handle(new));
+                }
+                ffi::MPI_Group_free(&mut g);
+                ffi::MPI_Group_free(&mut wg);
+            }
+        }
+        let mut mpi_rank = vec![None; self.processes];
+        for (i, &p) in processes.iter().enumerate() {
+            mpi_rank[p] = Some(i as c_int);
+        }
+        let lanes = Lanes {
+            comms,
+            mpi_rank,
+            process_of: processes.to_vec(),
+        };
+        self.contexts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ctx, Arc::new(lanes));
+        Ok(())
+    }
+
+    /// The lanes of `ctx`, waiting briefly if this process's creating thread has
+    /// not published them yet.
+    fn lanes(&self, ctx: u32) -> Arc<Lanes> {
+        loop {
+            if let Some(l) = self
+                .contexts
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&ctx)
+            {
+                return l.clone();
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    fn split(&self, world_rank: usize) -> (usize, usize) {
+        (world_rank / self.threads, world_rank % self.threads)
+    }
+
+    /// (lane communicator, MPI destination rank) for a send.
+    fn route(&self, ctx: u32, from: usize, to: usize) -> (Comm, c_int) {
+        let (s, (q, d)) = (from % self.threads, self.split(to));
+        let lanes = self.lanes(ctx);
+        let comm = lanes.comms[s * self.threads + d];
+        let dest = lanes.mpi_rank[q].expect("destination process hosts the context");
+        (comm, dest)
+    }
+
+    /// Blocking send from world rank `from` to world rank `to` in another
+    /// process. Sends that cannot wait for the receiver use the blocking call:
+    /// `MPI_Bsend`, and `MPI_Send` up to [`EAGER_SAFE`] bytes. Sends that may
+    /// wait for the receiver — `MPI_Ssend`, and `MPI_Send` above that size
+    /// (rendezvous) — are started nonblocking (`MPI_Issend`/`MPI_Isend`) and come
+    /// back `Pending`, because while this rank waits it must keep matching its
+    /// own posted receives (the receiver matches, see the module docs): two ranks
+    /// that both post a receive and then `ssend` to each other would otherwise
+    /// deadlock, which MPI allows them to do.
+    pub fn send(
+        &self,
+        from: usize,
+        to: usize,
+        env: &Envelope,
+        data: &[u8],
+        mode: SendMode,
+    ) -> Result<SendOutcome> {
+        match mode {
+            SendMode::Buffered => {}
+            SendMode::Standard if data.len() <= EAGER_SAFE => {}
+            // SAFETY: the caller waits for a pending outcome before releasing `data`
+            // (`Comm::settle_send`), like any nonblocking send.
+            _ => return unsafe { self.isend(from, to, env, data, mode) },
+        }
+        let (comm, dest) = self.route(env.ctx, from, to);
+        let n = count(data.len())?;
+        let buf = data.as_ptr() as *const c_void;
+        // SAFETY: `data` is valid for reads for the whole blocking call; comm
+        // and dest are a valid communicator and rank.
+        let code = unsafe {
+            match mode {
+                SendMode::Standard => ffi::MPI_Send(buf, n, byte(), dest, env.tag, comm.0),
+                SendMode::Buffered => ffi::MPI_Bsend(buf, n, byte(), dest, env.tag, comm.0),
+                SendMode::Synchronous => ffi::MPI_Ssend(buf, n, byte(), dest, env.tag, comm.0),
+            }
+        };
+        let call = match mode {
+            SendMode::Standard => "MPI_Send",
+            SendMode::Buffered => "MPI_Bsend",
+            SendMode::Synchronous => "MPI_Ssend",
+        };
+        check(code, call)?;
+        Ok(SendOutcome::Done)
+    }
+
+    /// Nonblocking send: `MPI_Isend`, `MPI_Ibsend` or `MPI_Issend`. `Pending`
+    /// completes in [`progress`](Self::progress) once `MPI_Test` says so.
+    ///
+    /// # Safety
+    /// `data` must stay valid until the outcome is `Done` or its completion is done.
+    pub unsafe fn isend(
+        &self,
+        from: usize,
+        to: usize,
+        env: &Envelope,
+        data: &[u8],
+        mode: SendMode,
+    ) -> Result<SendOutcome> {
+        let (comm, dest) = self.route(env.ctx, from, to);
+        let n = count(data.len())?;
+        let buf = data.as_ptr() as *const c_void;
+        // SAFETY: zeroed handle as out-parameter.
+        let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
+        // SAFETY: the caller keeps `data` valid until the request completes.
+        let code = unsafe {
+            match mode {
+                SendMode::Standard => {
+                    ffi::MPI_Isend(buf, n, byte(), dest, env.tag, comm.0, &mut req)
+                }
+                SendMode::Buffered => {
+                    ffi::MPI_Ibsend(buf, n, byte(), dest, env.tag, comm.0, &mut req)
+                }
+                SendMode::Synchronous => {
+                    ffi::MPI_Issend(buf, n, byte(), dest, env.tag, comm.0, &mut req)
+                }
+            }
+        };
+        let call = match mode {
+            SendMode::Standard => "MPI_Isend",
+            SendMode::Buffered => "MPI_Ibsend",
+            SendMode::Synchronous => "MPI_Issend",
+        };
+        check(code, call)?;
+        self.track(from, req)
+    }
+
+    /// Tests a fresh request once; if still in flight, hands it to `progress`.
+    fn track(&self, from: usize, req: ffi::MPI_Request) -> Result<SendOutcome> {
+        let mut req = MpiRequest(Handle(req));
+        if req.test_status()?.is_some() {
+            return Ok(SendOutcome::Done);
+        }
+        let done = Arc::new(Completion::new());
+        self.sends[from % self.threads]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((req, done.clone()));
+        Ok(SendOutcome::Pending(done))
+    }
+
+    /// Ready send (`MPI_Rsend`, or `MPI_Irsend` when `nonblocking`) after the
+    /// handshake described in the module docs. `NotReady` when the receiver has
+    /// no matching receive posted (nothing sent).
+    ///
+    /// # Safety
+    /// With `nonblocking`, `data` must stay valid until the request completes.
+    pub unsafe fn rsend(
+        &self,
+        shm: &Shm,
+        from: usize,
+        to: usize,
+        env: &Envelope,
+        data: &[u8],
+        nonblocking: bool,
+    ) -> Result<SendOutcome> {
+        let (lane, lane_dest) = self.route(env.ctx, from, to);
+        let (q, d) = self.split(to);
+        let n = count(data.len())?;
+        let id = self.next_id.fetch_add(1, Relaxed) & ((1 << 28) - 1);
+        let query: Query = [
+            i64::from(env.ctx),
+            (from % self.threads) as i64,
+            i64::from(env.tag),
+            i64::from(id),
+        ];
+        let world_dest = q as c_int;
+        let marker = [id];
+        // SAFETY: `marker` and `query` are valid for the blocking calls.
+        check(
+            unsafe {
+                ffi::MPI_Send(
+                    marker.as_ptr().cast(),
+                    4,
+                    byte(),
+                    lane_dest,
+                    MARKER_TAG,
+                    lane.0,
+                )
+            },
+            "MPI_Send (ready marker)",
+        )?;
+        check(
+            unsafe {
+                ffi::MPI_Send(
+                    query.as_ptr().cast(),
+                    std::mem::size_of::<Query>() as c_int,
+                    byte(),
+                    world_dest,
+                    2 * d as c_int,
+                    self.control.0,
+                )
+            },
+            "MPI_Send (ready query)",
+        )?;
+        // Wait for the answer, answering queries to us meanwhile.
+        let mut answer = [0i64; 1];
+        loop {
+            let mut flag: c_int = 0;
+            // SAFETY: zeroed status is a valid out-parameter.
+            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            // SAFETY: valid communicator and out-parameters.
+            check(
+                unsafe {
+                    ffi::MPI_Iprobe(world_dest, 2 * id + 1, self.control.0, &mut flag, &mut st)
+                },
+                "MPI_Iprobe",
+            )?;
+            if flag != 0 {
+                // SAFETY: `answer` is valid for the receive of 8 bytes.
+                check(
+                    unsafe {
+                        ffi::MPI_Recv(
+                            answer.as_mut_ptr().cast(),
+                            8,
+                            byte(),
+                            world_dest,
+                            2 * id + 1,
+                            self.control.0,
+                            &mut st,
+                        )
+                    },
+                    "MPI_Recv (ready answer)",
+                )?;
+                break;
+            }
+            self.progress(shm, from)?;
+            std::thread::yield_now();
+        }
+        if answer[0] == 0 {
+            return Ok(SendOutcome::NotReady);
+        }
+        let buf = data.as_ptr() as *const c_void;
+        if nonblocking {
+            // SAFETY: zeroed handle out-parameter; caller keeps data valid.
+            let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
+            check(
+                unsafe { ffi::MPI_Irsend(buf, n, byte(), world_dest, id, self.ready.0, &mut req) },
+                "MPI_Irsend",
+            )?;
+            self.track(from, req)
+        } else {
+            // SAFETY: data valid for the blocking call; the receive is posted.
+            check(
+                unsafe { ffi::MPI_Rsend(buf, n, byte(), world_dest, id, self.ready.0) },
+                "MPI_Rsend",
+            )?;
+            Ok(SendOutcome::Done)
+        }
+    }
+
+    /// Registers a receive of world rank `me` that may match a remote message.
+    /// `shm_id` is set when the receive is also posted in shared memory.
+    #[allow(clippy::too_many_arguments)]
+    pub fn post(
+        &self,
+        me: usize,
+        pat: Pattern,
+        group: Arc<[usize]>,
+        rank_of: Arc<HashMap<usize, usize>>,
+        dst: RecvBuf,
+        done: Arc<Completion>,
+        shm_id: Option<u64>,
+    ) -> u64 {
+        let id = self.next_pending.fetch_add(1, Relaxed);
+        self.pending[me % self.threads]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Pending {
+                pat,
+                group,
+                rank_of,
+                dst: Some(dst),
+                done,
+                shm_id,
+                ready: None,
+                ready_source: 0,
+                id,
+            });
+        id
+    }
+
+    /// Withdraws a registered receive that nothing has matched; `false` if it has
+    /// been (or is being) filled.
+    pub fn cancel(&self, me: usize, id: u64) -> bool {
+        let mut pending = self.pending[me % self.threads]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match pending.iter().position(|p| p.id == id && p.ready.is_none()) {
+            Some(i) => {
+                pending.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Messages parked in `me`'s mailbox by the claim race (see module docs).
+    pub fn parked(&self, me: usize) -> bool {
+        self.parked[me % self.threads].load(Relaxed) > 0
+    }
+
+    /// Notes that a parked message was taken from the mailbox.
+    pub fn unpark(&self, me: usize) {
+        let _ = self.parked[me % self.threads].fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Progress for world rank `me`: answers ready-send queries, then tries to
+    /// fill its registered receives in posting order.
+    pub fn progress(&self, shm: &Shm, me: usize) -> Result<()> {
+        let t = me % self.threads;
+        self.answer_queries(shm, t)?;
+        let mut sends = self.sends[t].lock().unwrap_or_else(|e| e.into_inner());
+        sends.retain_mut(|(req, done)| match req.test_status() {
+            Ok(None) => true,
+            Ok(Some(_)) => {
+                done.complete(Ok(Status::default()));
+                false
+            }
+            Err(e) => {
+                done.complete(Err(e));
+                false
+            }
+        });
+        drop(sends);
+        let mut pending = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        let mut i = 0;
+        while i < pending.len() {
+            if let Some(req) = pending[i].ready {
+                let mut req = MpiRequest(req);
+                match req.test_status() {
+                    Ok(None) => {
+                        pending[i].ready = Some(req.0);
+                        i += 1;
+                    }
+                    Ok(Some(a)) => {
+                        let p = pending.remove(i);
+                        let elem = p.dst.as_ref().map(RecvBuf::elem);
+                        let status = Status::new(p.ready_source, a.tag_of(&p.pat), a.bytes);
+                        let outcome = match elem {
+                            Some(e) => e.check(a.bytes).map(|()| status),
+                            None => Ok(status),
+                        };
+                        p.done.complete(outcome);
+                    }
+                    Err(e) => pending.remove(i).done.complete(Err(e)),
+                }
+                continue;
+            }
+            if pending[i].done.is_done() {
+                pending.remove(i);
+                continue;
+            }
+            let Some((msg, env, a)) = self.claim(t, &pending[i])? else {
+                i += 1;
+                continue;
+            };
+            let mut p = pending.remove(i);
+            let dst = p.dst.take().expect("a waiting receive holds its buffer");
+            if let Some(shm_id) = p.shm_id {
+                if !shm.cancel_recv(t, shm_id) {
+                    // Filled over shared memory meanwhile: park the claimed message
+                    // in the mailbox, where the next receive will find it.
+                    let data = mrecv_vec(msg, a.bytes)?;
+                    shm.park(t, env, data);
+                    self.parked[t].fetch_add(1, Relaxed);
+                    continue;
+                }
+            }
+            p.done.complete(mrecv_into(msg, a, dst, &env));
+        }
+        Ok(())
+    }
+
+    /// Claims (`MPI_Improbe`) the first message from another process that `p`
+    /// accepts, with its envelope; counts it as received on its lane.
+    fn claim(&self, t: usize, p: &Pending) -> Result<Option<(Message, Envelope, Arrived)>> {
+        self.probe_lanes(t, &p.pat, &p.group, &p.rank_of, true)
+            .map(|found| found.map(|(m, env, a)| (m.expect("claimed"), env, a)))
+    }
+
+    /// Probes the lanes into thread `t` that `pat` covers: claims with
+    /// `MPI_Improbe` when `claim`, else looks with `MPI_Iprobe`.
+    fn probe_lanes(
+        &self,
+        t: usize,
+        pat: &Pattern,
+        group: &[usize],
+        rank_of: &HashMap<usize, usize>,
+        claim: bool,
+    ) -> Result<Option<(Option<Message>, Envelope, Arrived)>> {
+        let lanes = self.lanes(pat.ctx);
+        // SAFETY: reading constants exported by mpi-sys.
+        let (any_source, any_tag) = unsafe { (ffi::RSMPI_ANY_SOURCE, ffi::RSMPI_ANY_TAG) };
+        let tag = pat.tag.unwrap_or(any_tag);
+        let (first, sources): (usize, Vec<(usize, c_int)>) = match pat.source {
+            Some(r) => {
+                let (q, s) = self.split(group[r]);
+                match lanes.mpi_rank[q] {
+                    Some(src) if q != self.process => (0, vec![(s, src)]),
+                    _ => return Ok(None),
+                }
+            }
+            None => {
+                let rot = self.next_pending.load(Relaxed) as usize % self.threads;
+                (rot, (0..self.threads).map(|s| (s, any_source)).collect())
+            }
+        };
+        for k in 0..sources.len() {
+            let (s, src) = sources[(first + k) % sources.len()];
+            let comm = lanes.comms[s * self.threads + t].0;
+            let mut flag: c_int = 0;
+            // SAFETY: zeroed out-parameters; valid communicator.
+            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
+            let code = if claim {
+                // SAFETY: as above.
+                unsafe { ffi::MPI_Improbe(src, tag, comm, &mut flag, &mut msg, &mut st) }
+            } else {
+                // SAFETY: as above.
+                unsafe { ffi::MPI_Iprobe(src, tag, comm, &mut flag, &mut st) }
+            };
+            check(code, if claim { "MPI_Improbe" } else { "MPI_Iprobe" })?;
+            if flag == 0 {
+                continue;
+            }
+            if st.MPI_TAG == MARKER_TAG {
+                // A ready send's marker (only ANY_TAG probes see one): set it
+                // aside for the query it announces, and look at this lane again.
+                let m = match claim {
+                    true => mrecv_marker(Message(Handle(msg)))?,
+                    false => claim_marker(comm, st.MPI_SOURCE)?.expect("just probed"),
+                };
+                self.ready_state[t]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .markers
+                    .insert((lanes.process_of[st.MPI_SOURCE as usize], m));
+                return self.probe_lanes(t, pat, group, rank_of, claim);
+            }
+            let a = arrived(&st);
+            let q = lanes.process_of[a.source as usize];
+            let source = *rank_of
+                .get(&(q * self.threads + s))
+                .expect("a message on a context comes from a member of its communicator");
+            let env = Envelope {
+                ctx: pat.ctx,
+                source,
+                tag: a.tag,
+            };
+            return Ok(Some((claim.then_some(Message(Handle(msg))), env, a)));
+        }
+        Ok(None)
+    }
+
+    /// `MPI_Iprobe` for world rank `me`: the status of a remote message `pat` accepts.
+    pub fn iprobe(
+        &self,
+        me: usize,
+        pat: &Pattern,
+        group: &[usize],
+        rank_of: &HashMap<usize, usize>,
+    ) -> Result<Option<Status>> {
+        let found = self.probe_lanes(me % self.threads, pat, group, rank_of, false)?;
+        Ok(found.map(|(_, env, a)| Status::new(env.source, env.tag, a.bytes)))
+    }
+
+    /// `MPI_Improbe` + `MPI_Mrecv` into a new buffer: claims and receives a remote
+    /// message `pat` accepts.
+    pub fn improbe(
+        &self,
+        me: usize,
+        pat: &Pattern,
+        group: &[usize],
+        rank_of: &HashMap<usize, usize>,
+    ) -> Result<Option<(Envelope, Vec<u8>)>> {
+        match self.probe_lanes(me % self.threads, pat, group, rank_of, true)? {
+            Some((Some(msg), env, a)) => Ok(Some((env, mrecv_vec(msg, a.bytes)?))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Takes the ready-send queries for thread `t` off the control communicator
+    /// and answers those whose marker has arrived (the others wait for theirs).
+    fn answer_queries(&self, shm: &Shm, t: usize) -> Result<()> {
+        // SAFETY: reading a constant exported by mpi-sys.
+        let any_source = unsafe { ffi::RSMPI_ANY_SOURCE };
+        let mut ready = self.ready_state[t]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        loop {
+            let mut flag: c_int = 0;
+            // SAFETY: zeroed out-parameters; valid communicator.
+            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
+            check(
+                unsafe {
+                    ffi::MPI_Improbe(
+                        any_source,
+                        2 * t as c_int,
+                        self.control.0,
+                        &mut flag,
+                        &mut msg,
+                        &mut st,
+                    )
+                },
+                "MPI_Improbe (ready queries)",
+            )?;
+            if flag == 0 {
+                break;
+            }
+            let mut query: Query = [0; 4];
+            // SAFETY: `query` has room for the fixed-size query.
+            check(
+                unsafe {
+                    ffi::MPI_Mrecv(
+                        query.as_mut_ptr().cast(),
+                        std::mem::size_of::<Query>() as c_int,
+                        byte(),
+                        &mut msg,
+                        &mut st,
+                    )
+                },
+                "MPI_Mrecv (ready query)",
+            )?;
+            ready.queries.push((st.MPI_SOURCE as usize, query));
+        }
+        let mut k = 0;
+        while k < ready.queries.len() {
+            let (q, [ctx, s, tag, id]) = ready.queries[k];
+            let (ctx, s, id) = (ctx as u32, s as usize, id as c_int);
+            if !ready.markers.remove(&(q, id)) {
+                // Claim markers from that lane until ours shows up.
+                let lanes = self.lanes(ctx);
+                let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
+                let comm = lanes.comms[s * self.threads + t].0;
+                while let Some(m) = claim_marker(comm, src)? {
+                    ready.markers.insert((q, m));
+                }
+                if !ready.markers.remove(&(q, id)) {
+                    k += 1;
+                    continue;
+                }
+            }
+            ready.queries.swap_remove(k);
+            let yes = self.prepare_ready(shm, t, q, ctx, s, tag as i32, id)?;
+            let answer = [i64::from(yes)];
+            // SAFETY: `answer` is valid for the blocking call.
+            check(
+                unsafe {
+                    ffi::MPI_Send(
+                        answer.as_ptr().cast(),
+                        8,
+                        byte(),
+                        q as c_int,
+                        2 * id + 1,
+                        self.control.0,
+                    )
+                },
+                "MPI_Send (ready answer)",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// If thread `t` has a receive posted that a ready send from thread `s` of
+    /// process `q` would match, and no earlier message from that sender matches
+    /// it first, withdraws the receive and posts an `MPI_Irecv` for the ready
+    /// send. Called once the send's marker has arrived, so every earlier message
+    /// from that sender on that lane is visible to `MPI_Iprobe`.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_ready(
+        &self,
+        shm: &Shm,
+        t: usize,
+        q: usize,
+        ctx: u32,
+        s: usize,
+        tag: i32,
+        id: c_int,
+    ) -> Result<bool> {
+        let lanes = self.lanes(ctx);
+        let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
+        let lane = lanes.comms[s * self.threads + t].0;
+        let world = q * self.threads + s;
+        let mut pending = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = pending.iter_mut().find(|p| {
+            p.ready.is_none()
+                && !p.done.is_done()
+                && p.pat.ctx == ctx
+                && p.rank_of
+                    .get(&world)
+                    .is_some_and(|&r| p.pat.source.is_none_or(|x| x == r))
+                && p.pat.tag.is_none_or(|g| g == tag)
+        }) else {
+            return Ok(false);
+        };
+        // SAFETY: reading a constant exported by mpi-sys.
+        let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
+        let mut flag: c_int = 0;
+        // SAFETY: zeroed status out-parameter; valid communicator.
+        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        check(
+            unsafe { ffi::MPI_Iprobe(src, p.pat.tag.unwrap_or(any_tag), lane, &mut flag, &mut st) },
+            "MPI_Iprobe",
+        )?;
+        if flag != 0 && st.MPI_TAG != MARKER_TAG {
+            return Ok(false); // an earlier message from this sender takes it
+        }
+        if let Some(shm_id) = p.shm_id {
+            if !shm.cancel_recv(t, shm_id) {
+                return Ok(false); // filled over shared memory meanwhile
+            }
+        }
+        let (ptr, cap) = p
+            .dst
+            .as_ref()
+            .expect("waiting receives hold a buffer")
+            .raw();
+        // SAFETY: zeroed handle out-parameter; the buffer stays lent to this
+        // receive until its completion (which `progress` sets after MPI_Test).
+        let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
+        check(
+            unsafe {
+                ffi::MPI_Irecv(
+                    ptr.cast(),
+                    count(cap)?,
+                    byte(),
+                    q as c_int,
+                    id,
+                    self.ready.0,
+                    &mut req,
+                )
+            },
+            "MPI_Irecv (ready)",
+        )?;
+        p.ready = Some(Handle(req));
+        p.ready_source = p.rank_of[&world];
+        p.pat.tag = Some(tag);
+        Ok(true)
+    }
+
+    /// Attaches `bytes` more (or fewer) for thread `t` to the process's MPI buffer
+    /// for `MPI_Bsend`: the process buffer is the sum of its ranks' buffers.
+    /// Detaching the old one waits until MPI has delivered what it holds.
+    pub fn resize_bsend(&self, me: usize, bytes: usize) -> Result<()> {
+        let mut guard = self.bsend.lock().unwrap_or_else(|e| e.into_inner());
+        let (buf, sizes) = &mut *guard;
+        sizes[me % self.threads] = bytes;
+        let total: usize = sizes.iter().sum();
+        if !buf.is_empty() {
+            let mut addr: *mut c_void = std::ptr::null_mut();
+            let mut size: c_int = 0;
+            // SAFETY: detaches the buffer attached below (MPI passes its address
+            // back through `addr`); waits until its messages are delivered.
+            check(
+                unsafe {
+                    ffi::MPI_Buffer_detach((&mut addr as *mut *mut c_void).cast(), &mut size)
+                },
+                "MPI_Buffer_detach",
+            )?;
+        }
+        *buf = vec![0u8; total];
+        if total > 0 {
+            // SAFETY: `buf` lives in this struct (the process's transport) and is
+            // only replaced after MPI_Buffer_detach above.
+            check(
+                unsafe { ffi::MPI_Buffer_attach(buf.as_mut_ptr().cast(), count(total)?) },
+                "MPI_Buffer_attach",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The three send modes with their own blocking MPI call (ready sends have
+/// [`Mpi::rsend`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SendMode {
+    Standard,
+    Buffered,
+    Synchronous,
+}
+
+/// An MPI message claimed by a matched probe.
+struct Message(Handle<ffi::MPI_Message>);
+
+/// Receives a claimed marker: the id of the ready send it announces.
+fn mrecv_marker(msg: Message) -> Result<c_int> {
+    let mut id: c_int = 0;
+    mrecv_raw(msg, (&mut id as *mut c_int).cast(), 4)?;
+    Ok(id)
+}
+
+/// Claims the next marker from `src` on `lane`, if one has arrived.
+fn claim_marker(lane: ffi::MPI_Comm, src: c_int) -> Result<Option<c_int>> {
+    let mut flag: c_int = 0;
+    // SAFETY: zeroed out-parameters; valid communicator.
+    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+    let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
+    check(
+        unsafe { ffi::MPI_Improbe(src, MARKER_TAG, lane, &mut flag, &mut msg, &mut st) },
+        "MPI_Improbe (ready marker)",
+    )?;
+    if flag == 0 {
+        return Ok(None);
+    }
+    mrecv_marker(Message(Handle(msg))).map(Some)
+}
+
+/// Ready-send bookkeeping of one thread: queries waiting for their marker, and
+/// markers that arrived before their query (by process and id).
+#[derive(Default)]
+struct ReadyState {
+    queries: Vec<(usize, Query)>,
+    markers: std::collections::HashSet<(usize, c_int)>,
+}
+
+fn mrecv_raw(mut msg: Message, ptr: *mut u8, bytes: usize) -> Result<()> {
+    // SAFETY: zeroed status out-parameter; `ptr` has room for `bytes` (callers).
+    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+    check(
+        unsafe { ffi::MPI_Mrecv(ptr.cast(), count(bytes)?, byte(), &mut msg.0 .0, &mut st) },
+        "MPI_Mrecv",
+    )
+}
+
+/// Receives a claimed message into a new `Vec`.
+fn mrecv_vec(msg: Message, bytes: usize) -> Result<Vec<u8>> {
+    let mut v = vec![0u8; bytes];
+    mrecv_raw(msg, v.as_mut_ptr(), bytes)?;
+    Ok(v)
+}
+
+/// Receives a claimed message into a receive buffer, with the same checks as
+/// over shared memory (truncation and element type consume the message).
+fn mrecv_into(msg: Message, a: Arrived, dst: RecvBuf, env: &Envelope) -> Result<Status> {
+    let (ptr, cap) = dst.raw();
+    if a.bytes > cap {
+        mrecv_vec(msg, a.bytes)?;
+        return Err(Error::Truncated {
+            message: a.bytes,
+            buffer: cap,
+        });
+    }
+    if let Err(e) = dst.elem().check(a.bytes) {
+        mrecv_vec(msg, a.bytes)?;
+        return Err(e);
+    }
+    mrecv_raw(msg, ptr, a.bytes)?;
+    Ok(Status::new(env.source, env.tag, a.bytes))
+}
+
+impl Arrived {
+    fn tag_of(&self, pat: &Pattern) -> i32 {
+        pat.tag.unwrap_or(self.tag)
+    }
+}
+
+/// A nonblocking send and the completion its request owner waits on.
+type SendInFlight = (MpiRequest, Arc<Completion>);
+
+/// A nonblocking MPI send (or ready receive) in flight.
+struct MpiRequest(Handle<ffi::MPI_Request>);
+
+impl MpiRequest {
+    fn test_status(&mut self) -> Result<Option<Arrived>> {
+        let mut flag: c_int = 0;
+        // SAFETY: zeroed status out-parameter; the request is valid or null.
+        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        check(
+            unsafe { ffi::MPI_Test(&mut self.0 .0, &mut flag, &mut st) },
+            "MPI_Test",
+        )?;
+        Ok((flag != 0).then(|| arrived(&st)))
+    }
+}

@@ -1,0 +1,123 @@
+//! Stand-in for the MPI transport in builds without the `mpi` feature: a type
+//! with no values, so every cluster-mode branch above is statically dead and the
+//! runtime needs no MPI library.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::matching::{Envelope, Pattern};
+use crate::sync::Completion;
+use crate::transport::shm::{RecvBuf, SendOutcome, Shm};
+use crate::{Error, Result, Status};
+
+/// No MPI transport can exist in this build.
+pub(crate) enum Mpi {}
+
+/// The send modes with their own blocking MPI call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SendMode {
+    Standard,
+    Buffered,
+    Synchronous,
+}
+
+pub(crate) fn library() -> Option<&'static crate::MpiLibrary> {
+    None
+}
+
+pub(crate) fn abort(why: &str) -> ! {
+    eprintln!("courier: {why}");
+    std::process::exit(1)
+}
+
+pub(crate) fn processor_name() -> String {
+    String::new()
+}
+
+#[allow(clippy::too_many_arguments, missing_docs)]
+impl Mpi {
+    pub fn new(_: usize, _: usize, _: usize) -> Result<Mpi> {
+        Err(Error::InvalidConfig(
+            "cluster mode needs the `mpi` feature".into(),
+        ))
+    }
+    pub fn create_context(&self, _: u32, _: &[usize]) -> Result<()> {
+        match *self {}
+    }
+    pub fn send(
+        &self,
+        _: usize,
+        _: usize,
+        _: &Envelope,
+        _: &[u8],
+        _: SendMode,
+    ) -> Result<SendOutcome> {
+        match *self {}
+    }
+    pub unsafe fn isend(
+        &self,
+        _: usize,
+        _: usize,
+        _: &Envelope,
+        _: &[u8],
+        _: SendMode,
+    ) -> Result<SendOutcome> {
+        match *self {}
+    }
+    pub unsafe fn rsend(
+        &self,
+        _: &Shm,
+        _: usize,
+        _: usize,
+        _: &Envelope,
+        _: &[u8],
+        _: bool,
+    ) -> Result<SendOutcome> {
+        match *self {}
+    }
+    pub fn post(
+        &self,
+        _: usize,
+        _: Pattern,
+        _: Arc<[usize]>,
+        _: Arc<HashMap<usize, usize>>,
+        _: RecvBuf,
+        _: Arc<Completion>,
+        _: Option<u64>,
+    ) -> u64 {
+        match *self {}
+    }
+    pub fn cancel(&self, _: usize, _: u64) -> bool {
+        match *self {}
+    }
+    pub fn parked(&self, _: usize) -> bool {
+        match *self {}
+    }
+    pub fn unpark(&self, _: usize) {
+        match *self {}
+    }
+    pub fn progress(&self, _: &Shm, _: usize) -> Result<()> {
+        match *self {}
+    }
+    pub fn iprobe(
+        &self,
+        _: usize,
+        _: &Pattern,
+        _: &[usize],
+        _: &HashMap<usize, usize>,
+    ) -> Result<Option<Status>> {
+        match *self {}
+    }
+    pub fn improbe(
+        &self,
+        _: usize,
+        _: &Pattern,
+        _: &[usize],
+        _: &HashMap<usize, usize>,
+    ) -> Result<Option<(Envelope, Vec<u8>)>> {
+        match *self {}
+    }
+    pub fn resize_bsend(&self, _: usize, _: usize) -> Result<()> {
+        match *self {}
+    }
+}

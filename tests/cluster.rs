@@ -1,0 +1,604 @@
+//! Cluster mode: the point-to-point and collective semantics again, over MPI
+//! between processes and shared memory within them.
+//!
+//! A `harness = false` test. Started by `cargo test`, it launches itself under
+//! `mpirun` for each layout — 2 and 4 processes (oversubscribed on CI's two
+//! cores), 1 and 2 rank-threads each, so T = 2 mixes both transports in one
+//! job — plus a job whose rank panics, and `courier info`, each under a
+//! deadline that turns a hang into a failure. Started by `mpirun`, it runs the
+//! cases; a failed assertion aborts the whole job with the rank and message,
+//! which the launching side reports.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use courier::{wait_all, Comm, Error, Runtime, ANY_SOURCE, ANY_TAG};
+
+type Case = fn(&Comm) -> courier::Result<()>;
+
+const CASES: &[(&str, Case)] = &[
+    (
+        "every_mode_reaches_every_rank",
+        every_mode_reaches_every_rank,
+    ),
+    (
+        "nonblocking_modes_reach_every_rank",
+        nonblocking_modes_reach_every_rank,
+    ),
+    (
+        "fifo_per_pair_across_tags_and_sizes",
+        fifo_per_pair_across_tags_and_sizes,
+    ),
+    (
+        "any_source_sees_both_transports_in_order",
+        any_source_sees_both_transports_in_order,
+    ),
+    (
+        "ssend_completes_only_once_the_receive_is_posted",
+        ssend_completes_only_once_the_receive_is_posted,
+    ),
+    (
+        "rsend_without_a_posted_receive_is_not_ready",
+        rsend_without_a_posted_receive_is_not_ready,
+    ),
+    ("probes_and_matched_probes", probes_and_matched_probes),
+    ("truncation_and_cancel", truncation_and_cancel),
+    (
+        "buffered_sends_account_and_detach",
+        buffered_sends_account_and_detach,
+    ),
+    (
+        "collectives_are_correct_on_every_root",
+        collectives_are_correct_on_every_root,
+    ),
+    (
+        "dup_and_split_span_processes_and_isolate_traffic",
+        dup_and_split_span_processes_and_isolate_traffic,
+    ),
+    ("sendrecv_ring", sendrecv_ring),
+];
+
+/// Layouts: (processes, threads per process).
+const LAYOUTS: [(usize, usize); 4] = [(2, 1), (2, 2), (4, 1), (4, 2)];
+
+/// A job takes a few seconds; oversubscribed CI machines are slow.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+fn main() {
+    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some() || std::env::var_os("PMI_SIZE").is_some()
+    {
+        return run_cases();
+    }
+    launch_all();
+}
+
+/// Inside mpirun: every case, in order, on every process.
+fn run_cases() {
+    if std::env::var("COURIER_CLUSTER_CASE").as_deref() == Ok("panic") {
+        let _ = Runtime::new().run(|comm| {
+            if comm.rank() == comm.size() - 1 {
+                panic!("rank {} gives up on purpose", comm.rank());
+            }
+            // Blocks on the panicking rank: only the abort can end this.
+            comm.recv::<u8>(&mut [0], comm.size() - 1, 0)?;
+            Ok(())
+        });
+        unreachable!("the job should have been aborted");
+    }
+    for (name, case) in CASES {
+        let rt = Runtime::new();
+        let results = rt.run(case);
+        if let Err(e) = results {
+            eprintln!("case {name} failed: {e}");
+            std::process::exit(1);
+        }
+        if std::env::var("OMPI_COMM_WORLD_RANK").as_deref() == Ok("0") {
+            println!("case {name}: ok");
+        }
+    }
+}
+
+/// From `cargo test`: launches the cases under each layout.
+fn launch_all() {
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let me = std::env::current_exe().expect("own path");
+    let mut check = |name: String, ok: Result<(), String>| match ok {
+        Ok(()) => {
+            println!("test {name} ... ok");
+            passed += 1;
+        }
+        Err(why) => {
+            println!("test {name} ... FAILED\n{why}");
+            failed.push(name);
+        }
+    };
+    for (p, t) in LAYOUTS {
+        let out = mpirun(p, &[("COURIER_THREADS", &t.to_string())], &me, &[]);
+        let ok = out.and_then(|(ok, stdout, stderr)| {
+            let cases = stdout.matches(": ok").count();
+            if ok && cases == CASES.len() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "exit ok: {ok}, {cases}/{} cases\n{stdout}\n{stderr}",
+                    CASES.len()
+                ))
+            }
+        });
+        check(
+            format!("cluster_cases_with_{p}_processes_x_{t}_threads"),
+            ok,
+        );
+    }
+    let out = mpirun(
+        2,
+        &[("COURIER_THREADS", "2"), ("COURIER_CLUSTER_CASE", "panic")],
+        &me,
+        &[],
+    );
+    check(
+        "a_panicking_rank_aborts_the_job_naming_the_rank".into(),
+        out.and_then(|(ok, stdout, stderr)| {
+            if !ok && stderr.contains("rank 3 panicked") && stderr.contains("on purpose") {
+                Ok(())
+            } else {
+                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
+            }
+        }),
+    );
+    let info = std::path::Path::new(env!("CARGO_BIN_EXE_courier"));
+    let out = mpirun(
+        2,
+        &[("COURIER_THREADS", "2")],
+        info,
+        &["info", "--json", "-"],
+    );
+    check(
+        "courier_info_reports_mpi_processes_and_threads".into(),
+        out.and_then(|(ok, stdout, stderr)| {
+            let good = ok
+                && stdout.contains("\"processes\": 2")
+                && stdout.contains("\"threads_per_process\": 2")
+                && stdout.contains("MPI_THREAD_MULTIPLE")
+                && stdout.contains("\"mpi_library\"");
+            if good {
+                Ok(())
+            } else {
+                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
+            }
+        }),
+    );
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; 0 filtered out",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+/// Runs `exe args` under `mpirun -n p`, with a deadline: (success, stdout, stderr).
+fn mpirun(
+    p: usize,
+    env: &[(&str, &str)],
+    exe: &std::path::Path,
+    args: &[&str],
+) -> Result<(bool, String, String), String> {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-n", &p.to_string(), "--oversubscribe", "--bind-to", "none"]);
+    for (k, v) in env {
+        cmd.args(["-x", &format!("{k}={v}")]);
+    }
+    // Test scripts may run as root (CI containers); Open MPI refuses unless told.
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,vader,tcp")
+        .arg(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start mpirun (is Open MPI installed?): {e}"))?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "mpirun -n {p} {env:?} did not finish within {DEADLINE:?}: hang"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+    child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+    Ok((status.success(), out, err))
+}
+
+fn payload(from: usize, to: usize, len: usize) -> Vec<u64> {
+    (0..len)
+        .map(|i| (from * 1_000_000 + to * 1000 + i) as u64)
+        .collect()
+}
+
+/// Every blocking mode from every rank to every other, checked at the receiver.
+fn every_mode_reaches_every_rank(comm: &Comm) -> courier::Result<()> {
+    let (n, me) = (comm.size(), comm.rank());
+    comm.attach_buffer(n * (64 * 8 + courier::BSEND_OVERHEAD))?;
+    for len in [1usize, 64, 20_000] {
+        for (mode, tag) in [("send", 1), ("ssend", 2), ("bsend", 3), ("owned", 4)] {
+            if mode == "bsend" && len > 64 {
+                continue;
+            }
+            // Shift pattern: in round k, send to me+k and receive from me-k.
+            for k in 1..n {
+                let (to, from) = ((me + k) % n, (me + n - k) % n);
+                let out = payload(me, to, len);
+                let mut inc = vec![0u64; len];
+                comm.scope(|s| {
+                    let r = s.irecv(&mut inc, from, tag)?;
+                    match mode {
+                        "send" => comm.send(&out, to, tag)?,
+                        "ssend" => comm.ssend(&out, to, tag)?,
+                        "bsend" => comm.bsend(&out, to, tag)?,
+                        _ => comm.send_owned(out.clone(), to, tag)?,
+                    }
+                    let st = r.wait()?;
+                    assert_eq!((st.source, st.tag, st.count::<u64>()), (from, tag, len));
+                    Ok::<_, Error>(())
+                })?;
+                assert_eq!(inc, payload(from, me, len), "{mode} of {len} from {from}");
+            }
+        }
+    }
+    comm.detach_buffer()?;
+    // Ready send: the receiver posts, then tells the sender, who rsends.
+    for k in 1..n {
+        let (to, from) = ((me + k) % n, (me + n - k) % n);
+        let mut inc = [0u64; 3];
+        comm.scope(|s| {
+            let r = s.irecv(&mut inc, from, 9)?;
+            comm.send(&[1u8], from, 8)?;
+            comm.recv::<u8>(&mut [0], to, 8)?;
+            comm.rsend(&payload(me, to, 3), to, 9)?;
+            r.wait()
+        })?;
+        assert_eq!(inc.to_vec(), payload(from, me, 3));
+    }
+    Ok(())
+}
+
+/// isend, ibsend, issend, irsend, irecv between every pair at once.
+fn nonblocking_modes_reach_every_rank(comm: &Comm) -> courier::Result<()> {
+    let (n, me) = (comm.size(), comm.rank());
+    comm.attach_buffer(n * (16 * 8 + courier::BSEND_OVERHEAD))?;
+    let outs: Vec<Vec<u64>> = (0..n).map(|to| payload(me, to, 16)).collect();
+    for mode in 0..3 {
+        let mut incs = vec![vec![0u64; 16]; n];
+        comm.scope(|s| {
+            let mut reqs = Vec::new();
+            for (from, inc) in incs.iter_mut().enumerate().filter(|(f, _)| *f != me) {
+                reqs.push(s.irecv(inc, from, mode)?);
+            }
+            for to in (0..n).filter(|&t| t != me) {
+                reqs.push(match mode {
+                    0 => s.isend(&outs[to], to, mode)?,
+                    1 => s.ibsend(&outs[to], to, mode)?,
+                    _ => s.issend(&outs[to], to, mode)?,
+                });
+            }
+            wait_all(&mut reqs).map(drop)
+        })?;
+        for (from, inc) in incs.iter().enumerate().filter(|(f, _)| *f != me) {
+            assert_eq!(*inc, payload(from, me, 16), "mode {mode} from {from}");
+        }
+    }
+    comm.detach_buffer()?;
+    // irsend to the next rank, whose receive is posted before a barrier.
+    let (to, from) = ((me + 1) % n, (me + n - 1) % n);
+    let mut inc = [0u64; 4];
+    if n > 1 {
+        comm.scope(|s| {
+            let r = s.irecv(&mut inc, from, 5)?;
+            comm.barrier()?;
+            let w = s.irsend(&outs[to][..4], to, 5)?;
+            let mut reqs = vec![r, w];
+            wait_all(&mut reqs).map(drop)
+        })?;
+        assert_eq!(inc.to_vec(), payload(from, me, 4));
+    }
+    Ok(())
+}
+
+/// Rank 0 sends a mix of tags and sizes (eager and rendezvous) to the last rank,
+/// which receives with ANY_TAG: the order is the send order.
+fn fifo_per_pair_across_tags_and_sizes(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    let sizes = [1usize, 100_000, 3, 131_072, 8, 1];
+    if comm.rank() == 0 {
+        for (i, &len) in sizes.iter().enumerate() {
+            let msg = vec![i as u32; len];
+            if i % 2 == 0 {
+                comm.send(&msg, last, i as i32)?;
+            } else {
+                comm.ssend(&msg, last, i as i32)?;
+            }
+        }
+    } else if comm.rank() == last {
+        for (i, &len) in sizes.iter().enumerate() {
+            let mut buf = vec![0u32; 131_072];
+            let st = comm.recv(&mut buf, 0, ANY_TAG)?;
+            assert_eq!((st.tag, st.count::<u32>()), (i as i32, len), "message {i}");
+            assert!(buf[..len].iter().all(|&x| x == i as u32));
+        }
+    }
+    Ok(())
+}
+
+/// Every other rank sends numbered messages to rank 0, which takes them with
+/// ANY_SOURCE: all arrive, and each sender's arrive in order.
+fn any_source_sees_both_transports_in_order(comm: &Comm) -> courier::Result<()> {
+    const K: u64 = 50;
+    if comm.rank() == 0 {
+        let mut next = vec![0u64; comm.size()];
+        for _ in 0..K * (comm.size() as u64 - 1) {
+            let mut m = [0u64; 2];
+            let st = comm.recv(&mut m, ANY_SOURCE, ANY_TAG)?;
+            assert_eq!(m[0], st.source as u64);
+            assert_eq!(m[1], next[st.source], "from {}", st.source);
+            next[st.source] += 1;
+        }
+        assert!(next[1..].iter().all(|&k| k == K));
+    } else {
+        for i in 0..K {
+            comm.send(&[comm.rank() as u64, i], 0, 3)?;
+        }
+    }
+    Ok(())
+}
+
+/// An issend to a rank in another process is not complete until that rank posts
+/// its receive, which it only does after hearing that the send was still pending.
+fn ssend_completes_only_once_the_receive_is_posted(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        assert!(
+            !comm.is_local(last)?,
+            "rank 0 and the last rank share a process"
+        );
+        let data = [42u64; 4];
+        comm.scope(|s| {
+            let mut r = s.issend(&data, last, 1)?;
+            for _ in 0..1000 {
+                assert!(
+                    r.test()?.is_none(),
+                    "issend completed before the receive was posted"
+                );
+            }
+            comm.send(&[1u8], last, 2)?;
+            r.wait().map(drop)
+        })?;
+    } else if comm.rank() == last {
+        comm.recv::<u8>(&mut [0], 0, 2)?;
+        let mut buf = [0u64; 4];
+        comm.recv(&mut buf, 0, 1)?;
+        assert_eq!(buf, [42; 4]);
+    }
+    Ok(())
+}
+
+/// A ready send to a remote rank with no matching receive posted returns
+/// NotReady and delivers nothing; once posted, it goes through.
+fn rsend_without_a_posted_receive_is_not_ready(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        match comm.rsend(&[7u64], last, 9) {
+            Err(Error::NotReady { dest, tag }) => assert_eq!((dest, tag), (last, 9)),
+            other => panic!("rsend without a posted receive: {other:?}"),
+        }
+        comm.send(&[1u8], last, 2)?;
+        comm.recv::<u8>(&mut [0], last, 3)?;
+        comm.rsend(&[8u64], last, 9)?;
+    } else if comm.rank() == last {
+        // Waiting here answers rank 0's query: no receive for tag 9 is posted.
+        comm.recv::<u8>(&mut [0], 0, 2)?;
+        assert_eq!(
+            comm.iprobe(0, 9)?,
+            None,
+            "a refused ready send delivered something"
+        );
+        let mut v = [0u64];
+        comm.scope(|s| {
+            let r = s.irecv(&mut v, 0, 9)?;
+            comm.send(&[1u8], 0, 3)?;
+            r.wait()
+        })?;
+        assert_eq!(v, [8]);
+    }
+    Ok(())
+}
+
+fn probes_and_matched_probes(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        comm.send(&[1u32, 2, 3], last, 4)?;
+        comm.send(&[9u32], last, 5)?;
+    } else if comm.rank() == last {
+        let st = comm.probe(0, 5)?;
+        assert_eq!((st.source, st.tag, st.count::<u32>()), (0, 5, 1));
+        let msg = comm.mprobe(ANY_SOURCE, 4)?;
+        assert_eq!(msg.status().count::<u32>(), 3);
+        // Claimed: an iprobe no longer sees it.
+        assert_eq!(comm.iprobe(0, 4)?, None);
+        let (v, _) = msg.mrecv_owned::<u32>()?;
+        assert_eq!(v, [1, 2, 3]);
+        let (v, st) = comm.recv_owned::<u32>(0, ANY_TAG)?;
+        assert_eq!((v, st.tag), (vec![9], 5));
+    }
+    Ok(())
+}
+
+fn truncation_and_cancel(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        comm.send(&[1u64; 8], last, 1)?;
+        comm.send(&[2u64; 2], last, 1)?;
+        comm.send(&[3u8; 3], last, 1)?;
+    } else if comm.rank() == last {
+        let mut small = [0u64; 4];
+        match comm.recv(&mut small, 0, 1) {
+            Err(Error::Truncated { message, buffer }) => assert_eq!((message, buffer), (64, 32)),
+            other => panic!("expected truncation, got {other:?}"),
+        }
+        assert_eq!(small, [0; 4], "a truncated receive wrote the buffer");
+        comm.recv(&mut small, 0, 1)?;
+        assert_eq!(small[..2], [2, 2]);
+        assert!(matches!(
+            comm.recv(&mut small, 0, 1),
+            Err(Error::TypeMismatch { bytes: 3, .. })
+        ));
+        let mut buf = [0u8; 4];
+        let cancelled = comm.scope(|s| {
+            let mut r = s.irecv(&mut buf, 0, 77)?;
+            r.cancel()
+        })?;
+        assert!(cancelled);
+    }
+    Ok(())
+}
+
+fn buffered_sends_account_and_detach(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        assert_eq!(comm.bsend(&[1u8], last, 1), Err(Error::NoBufferAttached));
+        comm.attach_buffer(2 * (100 + courier::BSEND_OVERHEAD))?;
+        comm.bsend(&[5u8; 100], last, 1)?;
+        comm.bsend(&[6u8; 100], last, 1)?;
+        assert!(matches!(
+            comm.bsend(&[0u8; 1000], last, 1),
+            Err(Error::BufferExhausted { .. })
+        ));
+        assert_eq!(comm.detach_buffer()?, 2 * (100 + courier::BSEND_OVERHEAD));
+    } else if comm.rank() == last {
+        for v in [5u8, 6] {
+            let mut b = [0u8; 100];
+            comm.recv(&mut b, 0, 1)?;
+            assert_eq!(b, [v; 100]);
+        }
+    }
+    Ok(())
+}
+
+/// 2×2 matrices mod 2^64: associative, not commutative, so a reduce that got
+/// the order wrong gives a different product.
+type M = [u64; 4];
+fn mul(a: M, b: M) -> M {
+    let m = |x: u64, y: u64| x.wrapping_mul(y);
+    [
+        m(a[0], b[0]).wrapping_add(m(a[1], b[2])),
+        m(a[0], b[1]).wrapping_add(m(a[1], b[3])),
+        m(a[2], b[0]).wrapping_add(m(a[3], b[2])),
+        m(a[2], b[1]).wrapping_add(m(a[3], b[3])),
+    ]
+}
+fn mat(r: usize) -> M {
+    [r as u64 + 1, 2, 3 * r as u64 + 1, 5]
+}
+
+fn collectives_are_correct_on_every_root(comm: &Comm) -> courier::Result<()> {
+    let (n, me) = (comm.size(), comm.rank());
+    comm.barrier()?;
+    let want = (1..n).fold(mat(0), |acc, r| mul(acc, mat(r)));
+    for root in 0..n {
+        let mut b = if me == root {
+            [root as u64 + 7; 5]
+        } else {
+            [0; 5]
+        };
+        comm.broadcast(&mut b, root)?;
+        assert_eq!(b, [root as u64 + 7; 5]);
+        let mut out = [[0u64; 4]];
+        comm.reduce(&[mat(me)], &mut out, root, mul)?;
+        if me == root {
+            assert_eq!(out[0], want, "reduce order at root {root}");
+        }
+        let mut g = vec![0u64; if me == root { 2 * n } else { 0 }];
+        comm.gather(&[me as u64, 1], &mut g, root)?;
+        if me == root {
+            let expect: Vec<u64> = (0..n).flat_map(|r| [r as u64, 1]).collect();
+            assert_eq!(g, expect);
+        }
+        let src: Vec<u64> = (0..n as u64 * 2).map(|x| x + 100 * root as u64).collect();
+        let mut mine = [0u64; 2];
+        comm.scatter(if me == root { &src } else { &[] }, &mut mine, root)?;
+        assert_eq!(mine.to_vec(), src[2 * me..2 * me + 2].to_vec());
+    }
+    let mut all = [[0u64; 4]];
+    comm.all_reduce(&[mat(me)], &mut all, mul)?;
+    assert_eq!(all[0], want);
+    let mut ag = vec![0u64; n];
+    comm.all_gather(&[me as u64 * 3], &mut ag)?;
+    assert_eq!(ag, (0..n as u64).map(|r| r * 3).collect::<Vec<_>>());
+    let send: Vec<u64> = (0..n).map(|j| (me * 100 + j) as u64).collect();
+    let mut recv = vec![0u64; n];
+    comm.all_to_all(&send, &mut recv)?;
+    assert_eq!(
+        recv,
+        (0..n).map(|i| (i * 100 + me) as u64).collect::<Vec<_>>()
+    );
+    comm.barrier()
+}
+
+fn dup_and_split_span_processes_and_isolate_traffic(comm: &Comm) -> courier::Result<()> {
+    let (n, me) = (comm.size(), comm.rank());
+    let dup = comm.dup()?;
+    let last = n - 1;
+    if me == 0 {
+        dup.send(&[2u8], last, 1)?;
+        comm.send(&[1u8], last, 1)?;
+    } else if me == last {
+        let mut b = [0u8];
+        comm.recv(&mut b, 0, 1)?;
+        assert_eq!(b, [1], "the world receive took the dup's message");
+        dup.recv(&mut b, 0, 1)?;
+        assert_eq!(b, [2]);
+    }
+    // Even and odd ranks: each half spans the processes when T = 1.
+    let half = comm
+        .split(Some((me % 2) as u32), -(me as i32))?
+        .expect("a color was given");
+    let size = n.div_ceil(2) - (me % 2) * (n % 2);
+    assert_eq!(half.size(), size);
+    let mut sum = [0u64];
+    half.all_reduce(&[me as u64], &mut sum, |a, b| a + b)?;
+    let expect: u64 = (0..n).filter(|r| r % 2 == me % 2).map(|r| r as u64).sum();
+    assert_eq!(sum[0], expect);
+    // Keys reversed the order: rank 0 of the half is its largest world rank.
+    let mut top = [me as u64];
+    half.broadcast(&mut top, 0)?;
+    assert_eq!(
+        top[0],
+        (0..n).filter(|r| r % 2 == me % 2).max().unwrap() as u64
+    );
+    let none = comm.split(None, 0)?;
+    assert!(none.is_none());
+    Ok(())
+}
+
+fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
+    let (n, me) = (comm.size(), comm.rank());
+    let mut v = [me as u64; 1000];
+    for _ in 0..n {
+        comm.sendrecv_replace(&mut v, (me + 1) % n, 0, (me + n - 1) % n, 0)?;
+    }
+    assert_eq!(v, [me as u64; 1000]);
+    Ok(())
+}
