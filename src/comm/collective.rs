@@ -1,11 +1,18 @@
-//! Collectives over shared memory: every rank of the communicator calls them in
-//! the same order. They run on the communicator's collective context, so they
-//! never match point-to-point traffic.
+//! Collectives: every rank of the communicator calls them in the same order.
+//! They run on the communicator's collective context, so they never match
+//! point-to-point traffic.
 //!
 //! Algorithms: dissemination barrier (⌈log₂ p⌉ rounds); binomial-tree broadcast
 //! and reduce (reduce keeps rank order, so `op` need only be associative);
 //! gather, scatter and all-to-all post all their transfers at once, so senders
 //! copy straight into the receiver's buffer in parallel.
+//!
+//! In cluster mode barrier, broadcast and reduce (and so all_reduce,
+//! all_gather) are hierarchical: within each process over shared memory to the
+//! process's leader (its lowest rank), then the same algorithms among the
+//! leaders over MPI, then back down. Reduce does so only when every process's
+//! ranks are consecutive in the communicator (always for `world` and its
+//! `dup`s), which keeps the rank order of a non-commutative `op`.
 
 use bytemuck::Pod;
 
@@ -52,13 +59,72 @@ impl Comm {
         self.world_of(root).map(|_| ())
     }
 
+    /// The two levels of this communicator in cluster mode, `None` when all its
+    /// ranks share one process.
+    fn levels(&self) -> Result<Option<Levels>> {
+        if self.world.mpi.is_none() {
+            return Ok(None);
+        }
+        let nodes: Vec<usize> = (0..self.size())
+            .map(|r| self.node_of(r))
+            .collect::<Result<_>>()?;
+        let mine = nodes[self.rank()];
+        let local: Vec<usize> = (0..self.size()).filter(|&r| nodes[r] == mine).collect();
+        if local.len() == self.size() {
+            return Ok(None);
+        }
+        let leaders: Vec<usize> = (0..self.size())
+            .filter(|&r| !nodes[..r].contains(&nodes[r]))
+            .collect();
+        let contiguous = nodes.windows(2).filter(|w| w[0] != w[1]).count() + 1 == leaders.len();
+        Ok(Some(Levels {
+            leader_of: nodes
+                .iter()
+                .map(|n| {
+                    leaders[leaders
+                        .iter()
+                        .position(|&l| nodes[l] == *n)
+                        .expect("a leader per node")]
+                })
+                .collect(),
+            local,
+            leaders,
+            contiguous,
+        }))
+    }
+
     /// Blocks until every rank of the communicator has entered the barrier.
     pub fn barrier(&self) -> Result<()> {
-        let (p, r) = (self.size(), self.rank());
+        let Some(lv) = self.levels()? else {
+            return self.barrier_among(&(0..self.size()).collect::<Vec<_>>());
+        };
+        let (me, leader) = (self.rank(), lv.leader_of[self.rank()]);
+        if me != leader {
+            self.coll_send::<u8>(&[], leader, BARRIER)?;
+            self.coll_recv::<u8>(&mut [], leader, BARRIER)?;
+            return Ok(());
+        }
+        for &r in lv.local.iter().filter(|&&r| r != me) {
+            self.coll_recv::<u8>(&mut [], r, BARRIER)?;
+        }
+        self.barrier_among(&lv.leaders)?;
+        for &r in lv.local.iter().filter(|&&r| r != me) {
+            self.coll_send::<u8>(&[], r, BARRIER)?;
+        }
+        Ok(())
+    }
+
+    /// Dissemination barrier among `members` (this rank is one of them).
+    fn barrier_among(&self, members: &[usize]) -> Result<()> {
+        let p = members.len();
+        let r = members
+            .iter()
+            .position(|&m| m == self.rank())
+            .expect("a member");
         let mut dist = 1;
         while dist < p {
-            self.coll_send::<u8>(&[], (r + dist) % p, BARRIER)?;
-            self.coll_recv::<u8>(&mut [], (r + p - dist) % p, BARRIER)?;
+            self.coll_send::<u8>(&[], members[(r + dist) % p], BARRIER)?;
+            self.coll_recv::<u8>(&mut [], members[(r + p - dist) % p], BARRIER)?;
             dist *= 2;
         }
         Ok(())
@@ -67,12 +133,39 @@ impl Comm {
     /// Copies `buf` of rank `root` into `buf` of every rank (binomial tree).
     pub fn broadcast<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
         self.check_root(root)?;
-        let p = self.size();
-        let vr = (self.rank() + p - root) % p;
+        let Some(lv) = self.levels()? else {
+            let all: Vec<usize> = (0..self.size()).collect();
+            return self.broadcast_among(buf, &all, root);
+        };
+        let (me, leader, top) = (self.rank(), lv.leader_of[self.rank()], lv.leader_of[root]);
+        if root != top {
+            if me == root {
+                self.coll_send(buf, top, BROADCAST)?;
+            } else if me == top {
+                self.coll_recv(buf, root, BROADCAST)?;
+            }
+        }
+        if me == leader {
+            self.broadcast_among(buf, &lv.leaders, top)?;
+            for &r in lv.local.iter().filter(|&&r| r != me && r != root) {
+                self.coll_send(buf, r, BROADCAST)?;
+            }
+        } else if me != root {
+            self.coll_recv(buf, leader, BROADCAST)?;
+        }
+        Ok(())
+    }
+
+    /// Binomial-tree broadcast among `members` from `root` (both comm ranks).
+    fn broadcast_among<T: Pod>(&self, buf: &mut [T], members: &[usize], root: usize) -> Result<()> {
+        let p = members.len();
+        let index = |r: usize| members.iter().position(|&m| m == r).expect("a member");
+        let (me, root) = (index(self.rank()), index(root));
+        let vr = (me + p - root) % p;
         let mut mask = 1;
         while mask < p {
             if vr & mask != 0 {
-                self.coll_recv(buf, (vr - mask + root) % p, BROADCAST)?;
+                self.coll_recv(buf, members[(vr - mask + root) % p], BROADCAST)?;
                 break;
             }
             mask <<= 1;
@@ -80,7 +173,7 @@ impl Comm {
         mask >>= 1;
         while mask > 0 {
             if vr + mask < p {
-                self.coll_send(buf, (vr + mask + root) % p, BROADCAST)?;
+                self.coll_send(buf, members[(vr + mask + root) % p], BROADCAST)?;
             }
             mask >>= 1;
         }
@@ -105,23 +198,19 @@ impl Comm {
                 got: recv.len(),
             });
         }
-        let (p, r) = (self.size(), self.rank());
-        // Binomial tree toward rank 0: rank r holds the combination of r..r+mask.
+        let r = self.rank();
         let mut acc = send.to_vec();
-        let mut tmp = vec![T::zeroed(); send.len()];
-        let mut mask = 1;
-        while mask < p {
-            if r & mask != 0 {
-                self.coll_send(&acc, r - mask, REDUCE)?;
-                break;
-            }
-            if r + mask < p {
-                self.coll_recv(&mut tmp, r + mask, REDUCE)?;
-                for (a, &b) in acc.iter_mut().zip(&tmp) {
-                    *a = op(*a, b);
+        match self.levels()? {
+            Some(lv) if lv.contiguous => {
+                // Each leader combines its process's ranks in order, then the
+                // leaders (in rank order, consecutive blocks) combine theirs.
+                let leader = lv.leader_of[r];
+                self.reduce_among(&mut acc, &lv.local, &op)?;
+                if r == leader {
+                    self.reduce_among(&mut acc, &lv.leaders, &op)?;
                 }
             }
-            mask <<= 1;
+            _ => self.reduce_among(&mut acc, &(0..self.size()).collect::<Vec<_>>(), &op)?,
         }
         match (r, root) {
             (0, 0) => recv.copy_from_slice(&acc),
@@ -130,6 +219,38 @@ impl Comm {
                 self.coll_recv(recv, 0, REDUCE)?;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Binomial tree among `members` (ascending comm ranks) toward `members[0]`:
+    /// member i ends up holding the combination of members i..i+mask in order;
+    /// `acc` holds the full result at `members[0]`.
+    fn reduce_among<T: Pod, F: Fn(T, T) -> T>(
+        &self,
+        acc: &mut [T],
+        members: &[usize],
+        op: &F,
+    ) -> Result<()> {
+        let p = members.len();
+        let r = members
+            .iter()
+            .position(|&m| m == self.rank())
+            .expect("a member");
+        let mut tmp = vec![T::zeroed(); acc.len()];
+        let mut mask = 1;
+        while mask < p {
+            if r & mask != 0 {
+                self.coll_send(acc, members[r - mask], REDUCE)?;
+                break;
+            }
+            if r + mask < p {
+                self.coll_recv(&mut tmp, members[r + mask], REDUCE)?;
+                for (a, &b) in acc.iter_mut().zip(&tmp) {
+                    *a = op(*a, b);
+                }
+            }
+            mask <<= 1;
         }
         Ok(())
     }
@@ -264,6 +385,18 @@ impl Comm {
         }
         Ok(())
     }
+}
+
+/// A communicator's ranks grouped by process (cluster mode).
+struct Levels {
+    /// Ranks in this rank's process, ascending.
+    local: Vec<usize>,
+    /// The lowest rank of each process, ascending.
+    leaders: Vec<usize>,
+    /// The leader of each rank's process.
+    leader_of: Vec<usize>,
+    /// Whether each process's ranks are consecutive.
+    contiguous: bool,
 }
 
 fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
