@@ -233,7 +233,11 @@ impl Runtime {
         };
         let n = layout.threads;
         let cores = placement::available_cores();
-        let plan = placement::plan(self.placement, n, &cores);
+        // Processes on one node that were not bound to disjoint cpusets by the
+        // launcher (`--bind-to none`) would all start at the first core: give
+        // the k-th process on the node the k-th block of T cores.
+        let offset = node_local_index().unwrap_or(0) * n;
+        let plan = placement::plan(self.placement, offset + n, &cores).split_off(offset);
         let world = Arc::new(World {
             shm: Shm::new(n, self.eager_threshold, self.credit),
             live: Liveness::new(
@@ -320,6 +324,21 @@ where
     F: Fn(&Comm) -> Result<R> + Sync,
 {
     Runtime::new().ranks(ranks).run(f)
+}
+
+/// This process's index among the processes of the job on its node, as the
+/// launcher reports it (`None` when embedded or unknown).
+fn node_local_index() -> Option<usize> {
+    if Launch::detect().ok()? == Launch::Embedded {
+        return None;
+    }
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
 }
 
 fn env_number(name: &str) -> Result<Option<usize>> {

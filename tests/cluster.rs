@@ -170,6 +170,41 @@ fn launch_all() {
             }
         }),
     );
+    let json = std::env::temp_dir().join(format!("courier-bench-{}.json", std::process::id()));
+    let args = ["bench", "p2p", "--quick", "--sizes", "8,1M", "--json"];
+    let out = mpirun(
+        2,
+        &[("COURIER_THREADS", "2")],
+        info,
+        &[&args[..], &[json.to_str().unwrap()]].concat(),
+    );
+    check(
+        "bench_p2p_under_mpirun_reports_every_mode_over_mpi_with_raw_baselines".into(),
+        out.and_then(|(ok, stdout, stderr)| {
+            let report = std::fs::read_to_string(&json).unwrap_or_default();
+            let _ = std::fs::remove_file(&json);
+            let v: serde_json::Value =
+                serde_json::from_str(&report).map_err(|e| format!("{e}: {stdout}\n{stderr}"))?;
+            let count = |transport: &str| {
+                v["results"].as_array().map_or(0, |r| {
+                    r.iter().filter(|x| x["transport"] == transport).count()
+                })
+            };
+            let raw = v["baselines"].as_array().map_or(0, |b| {
+                b.iter().filter(|x| x["transport"] == "mpi-raw").count()
+            });
+            // 10 modes x 2 sizes per transport; 4 raw modes x 2 sizes.
+            if ok && count("mpi") == 20 && count("shm") == 20 && raw == 8 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "exit ok: {ok}, mpi {} shm {} raw {raw}\n{stdout}\n{stderr}",
+                    count("mpi"),
+                    count("shm")
+                ))
+            }
+        }),
+    );
     println!(
         "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; 0 filtered out",
         if failed.is_empty() { "ok" } else { "FAILED" },

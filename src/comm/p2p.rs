@@ -435,6 +435,21 @@ impl Comm {
         // SAFETY: `buf` is exclusively borrowed for this call, and `settle_recv` does
         // not return before the receive has completed or been withdrawn.
         let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
+        let me = self.world_rank();
+        if let (Some(mpi), Some(_)) = (self.remote_pattern(&pat)?, pat.source) {
+            if !mpi.parked(me) {
+                // SAFETY: an alias of `dst`, which is only used if this returns None
+                // (then `recv_direct` did not touch it).
+                let direct = unsafe { dst.alias() };
+                let live = &self.world.live;
+                let shm = &self.world.shm;
+                if let Some(r) =
+                    mpi.recv_direct(shm, me, &pat, &self.group, direct, || live.check())?
+                {
+                    return r;
+                }
+            }
+        }
         match self.post_recv(pat, dst)? {
             Posted::Done(r) => r,
             Posted::Pending { id, done } => self.settle_recv(id, &done, self.source_peer(&pat)?),

@@ -87,6 +87,17 @@ impl Mpi {
     ) -> u64 {
         match *self {}
     }
+    pub fn recv_direct(
+        &self,
+        _: &Shm,
+        _: usize,
+        _: &Pattern,
+        _: &[usize],
+        _: RecvBuf,
+        _: impl FnMut() -> Result<()>,
+    ) -> Result<Option<Result<Status>>> {
+        match *self {}
+    }
     pub fn cancel(&self, _: usize, _: u64) -> bool {
         match *self {}
     }

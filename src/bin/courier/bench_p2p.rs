@@ -1,7 +1,13 @@
 //! `courier bench p2p`: ping-pong latency of every send mode, per size, next to
-//! baselines measured in the same run (an atomic-flag ping-pong between the same
-//! two cores: the hardware limit of a handoff; `memcpy` of the same size: the
-//! single-copy limit).
+//! baselines measured in the same run: over shared memory, an atomic-flag
+//! ping-pong between the same two cores (the hardware limit of a handoff) and
+//! `memcpy` of the same size (the single-copy limit); over MPI (under mpirun),
+//! the same ping-pong written directly against rsmpi (`send`, `buffered_send`,
+//! `synchronous_send`, `ready_send`), so the table shows courier's overhead.
+//!
+//! Pairs: embedded, ranks 0 and 1 (`shm`). Under mpirun with P processes × T
+//! threads, rank 0 and rank T — thread 0 of processes 0 and 1 (`mpi`) — and,
+//! when T ≥ 2, ranks 0 and 1 as well (`shm`).
 //!
 //! Method (OSU-style): rank 0 and rank 1 ping-pong; warm-up round trips are not
 //! timed; each sample times a batch of round trips; one-way latency = batch time
@@ -15,7 +21,7 @@ use courier::{Comm, Result, BSEND_OVERHEAD};
 use crossbeam_utils::CachePadded;
 use serde::Serialize;
 
-use crate::JobArgs;
+use crate::{raw_mpi, JobArgs};
 
 const MODES: [&str; 10] = [
     "send",
@@ -58,26 +64,27 @@ pub struct P2pArgs {
 }
 
 #[derive(Serialize, Clone, Copy, Debug)]
-struct Latency {
-    min: f64,
-    p50: f64,
-    p99: f64,
+pub(crate) struct Latency {
+    pub min: f64,
+    pub p50: f64,
+    pub p99: f64,
 }
 
 #[derive(Serialize, Clone, Debug)]
-struct Record {
-    transport: &'static str,
-    mode: String,
-    test: &'static str,
-    size: usize,
-    latency_us: Latency,
-    bandwidth_mb_s: f64,
-    msg_rate: f64,
+pub(crate) struct Record {
+    pub transport: &'static str,
+    pub mode: String,
+    pub test: &'static str,
+    pub size: usize,
+    pub latency_us: Latency,
+    pub bandwidth_mb_s: f64,
+    pub msg_rate: f64,
 }
 
 #[derive(Serialize)]
 struct Report {
     ranks: usize,
+    processes: usize,
     placement: String,
     cores: Vec<Option<usize>>,
     eager_threshold: usize,
@@ -98,7 +105,7 @@ fn parse_size(s: &str) -> std::result::Result<usize, String> {
 }
 
 /// Round trips per timed sample, by size (about 20–200 µs per sample).
-fn batch(size: usize, quick: bool) -> usize {
+pub(crate) fn batch(size: usize, quick: bool) -> usize {
     let b: usize = match size {
         0..=4096 => 200,
         4097..=65536 => 40,
@@ -111,7 +118,12 @@ fn batch(size: usize, quick: bool) -> usize {
     }
 }
 
-fn summarize(mut samples: Vec<f64>, size: usize, transport: &'static str, mode: &str) -> Record {
+pub(crate) fn summarize(
+    mut samples: Vec<f64>,
+    size: usize,
+    transport: &'static str,
+    mode: &str,
+) -> Record {
     samples.sort_by(f64::total_cmp);
     let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     let latency_us = Latency {
@@ -137,11 +149,15 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
         }
     }
     let rt = args.job.runtime();
-    let ranks = args.job.ranks.unwrap_or(2);
-    if ranks < 2 {
-        return Err("bench p2p needs at least 2 ranks".into());
-    }
-    let rt = rt.ranks(ranks);
+    let cluster = matches!(
+        courier::Launch::detect()?,
+        courier::Launch::Parallel { processes, .. } if processes > 1
+    );
+    let rt = match args.job.ranks {
+        Some(n) if n < 2 => return Err("bench p2p needs at least 2 ranks".into()),
+        None if !cluster => rt.ranks(2),
+        _ => rt,
+    };
     let samples = if args.quick {
         args.samples.min(8)
     } else {
@@ -149,17 +165,36 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
     };
     let flag = CachePadded::new(AtomicU64::new(0));
     let reports = rt.run(|comm| {
+        let threads = comm.size() / comm.processes();
+        let mut pairs = Vec::new();
+        if comm.processes() > 1 {
+            pairs.push(("mpi", 0, threads));
+        }
+        if threads >= 2 {
+            pairs.push(("shm", 0, 1));
+        }
         let mut out = (Vec::new(), Vec::new());
-        if comm.rank() < 2 {
-            out.1 = flag_baseline(comm, &flag, samples, args.quick)?;
+        for (transport, a, b) in pairs {
+            let me = comm.rank();
+            let member = (me == a || me == b).then_some(0);
+            let Some(pair) = comm.split(member, i32::from(me == b))? else {
+                continue;
+            };
+            if transport == "shm" {
+                out.1
+                    .extend(flag_baseline(&pair, &flag, samples, args.quick)?);
+            }
             for &size in &args.sizes {
-                if comm.rank() == 0 {
+                if pair.rank() == 0 && transport == "shm" {
                     out.1.push(memcpy_baseline(size, samples, args.quick));
                 }
+                if transport == "mpi" {
+                    out.1
+                        .extend(raw_mpi::baselines(&pair, size, samples, args.quick)?);
+                }
                 for mode in &args.modes {
-                    if let Some(r) = ping_pong(comm, mode, size, samples, args.quick)? {
-                        out.0.push(r);
-                    }
+                    let r = ping_pong(&pair, transport, mode, size, samples, args.quick)?;
+                    out.0.extend(r);
                 }
             }
         }
@@ -167,13 +202,20 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
         let cores = (0..comm.size())
             .map(|r| comm.core_of(r))
             .collect::<Result<Vec<_>>>()?;
-        Ok((out, cores))
+        Ok((out, cores, comm.size(), comm.processes()))
     })?;
-    let ((results, baselines), cores) = reports.into_iter().next().expect("rank 0 reported");
+    let Some(((results, baselines), cores, ranks, processes)) = reports.into_iter().next() else {
+        return Ok(());
+    };
+    if results.is_empty() {
+        return Ok(()); // not process 0: it reports
+    }
+    println!("{ranks} ranks in {processes} process(es)");
     print_table(&results, &baselines);
     if let Some(path) = &args.json {
         let report = Report {
             ranks,
+            processes,
             placement: rt.placement_policy().to_string(),
             cores,
             eager_threshold: rt.eager_threshold_bytes(),
@@ -187,6 +229,44 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
 }
 
 fn print_table(results: &[Record], baselines: &[Record]) {
+    let mpi: Vec<&Record> = results.iter().filter(|r| r.transport == "mpi").collect();
+    if !mpi.is_empty() {
+        println!(
+            "\ntransport mpi (rank 0 and thread 0 of process 1), against raw rsmpi in the same run"
+        );
+        println!(
+            "{:<11} {:>8} {:>10} {:>10} {:>10} {:>11} {:>8} {:>10}",
+            "mode", "size", "p50 us", "min us", "p99 us", "raw p50 us", "x raw", "+us"
+        );
+        for r in mpi {
+            let raw = raw_mpi::counterpart(&r.mode);
+            let base = baselines
+                .iter()
+                .find(|b| b.mode == raw && b.size == r.size)
+                .map_or(f64::NAN, |b| b.latency_us.p50);
+            let l = r.latency_us;
+            println!(
+                "{:<11} {:>8} {:>10.3} {:>10.3} {:>10.3} {:>11.3} {:>8.2} {:>10.3}",
+                r.mode,
+                r.size,
+                l.p50,
+                l.min,
+                l.p99,
+                base,
+                l.p50 / base,
+                l.p50 - base
+            );
+        }
+    }
+    let results: Vec<Record> = results
+        .iter()
+        .filter(|r| r.transport == "shm")
+        .cloned()
+        .collect();
+    if results.is_empty() {
+        return;
+    }
+    println!("\ntransport shm (ranks 0 and 1, threads of one process)");
     let flag = baselines
         .iter()
         .find(|b| b.mode == "atomic-flag")
@@ -299,6 +379,7 @@ fn memcpy_baseline(size: usize, samples: usize, quick: bool) -> Record {
 /// Times one (mode, size) ping-pong between ranks 0 and 1; `Some` on rank 0.
 fn ping_pong(
     comm: &Comm,
+    transport: &'static str,
     mode: &str,
     size: usize,
     samples: usize,
@@ -341,7 +422,7 @@ fn ping_pong(
     if mode == "bsend" || mode == "ibsend" {
         comm.detach_buffer()?;
     }
-    Ok((me == 0).then(|| summarize(times, size, "shm", mode)))
+    Ok((me == 0).then(|| summarize(times, size, transport, mode)))
 }
 
 /// One round trip (rank 0 pings, rank 1 pongs) in `mode`; for `sendrecv`, one

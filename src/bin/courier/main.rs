@@ -2,6 +2,11 @@
 
 mod bench_p2p;
 mod info;
+#[cfg(feature = "mpi")]
+mod raw_mpi;
+#[cfg(not(feature = "mpi"))]
+#[path = "raw_mpi_disabled.rs"]
+mod raw_mpi;
 
 use clap::{Parser, Subcommand};
 use courier::{Placement, Runtime};

@@ -669,6 +669,75 @@ impl Mpi {
         id
     }
 
+    /// A blocking receive from one rank in another process, when this thread has
+    /// no other receive registered (so none posted earlier can be overtaken):
+    /// polls `MPI_Improbe` on the one lane and `MPI_Mrecv`s straight into `dst`,
+    /// answering ready-send queries every few polls. `poll_failure` is checked
+    /// between polls (a failed rank of this process). The common case of a
+    /// blocking receive, with one MPI call per poll.
+    pub fn recv_direct(
+        &self,
+        shm: &Shm,
+        me: usize,
+        pat: &Pattern,
+        group: &[usize],
+        dst: RecvBuf,
+        mut poll_failure: impl FnMut() -> Result<()>,
+    ) -> Result<Option<Result<Status>>> {
+        let t = me % self.threads;
+        let Some(r) = pat.source else { return Ok(None) };
+        if !self.pending[t]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return Ok(None);
+        }
+        let lanes = self.lanes(pat.ctx);
+        let (q, s) = self.split(group[r]);
+        let src = lanes.mpi_rank[q].expect("the source's process hosts the context");
+        let lane = lanes.comms[s * self.threads + t].0;
+        // SAFETY: reading a constant exported by mpi-sys.
+        let tag = pat.tag.unwrap_or(unsafe { ffi::RSMPI_ANY_TAG });
+        let mut polls = 0u32;
+        loop {
+            let mut flag: c_int = 0;
+            // SAFETY: zeroed out-parameters; valid communicator.
+            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
+            check(
+                unsafe { ffi::MPI_Improbe(src, tag, lane, &mut flag, &mut msg, &mut st) },
+                "MPI_Improbe",
+            )?;
+            if flag != 0 {
+                let msg = Message(Handle(msg));
+                if st.MPI_TAG == MARKER_TAG {
+                    let m = mrecv_marker(msg)?;
+                    let mut ready = self.ready_state[t]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    ready.markers.insert((q, m));
+                    continue;
+                }
+                let a = arrived(&st);
+                let env = Envelope {
+                    ctx: pat.ctx,
+                    source: r,
+                    tag: a.tag,
+                };
+                return Ok(Some(mrecv_into(msg, a, dst, &env)));
+            }
+            polls = polls.wrapping_add(1);
+            if polls % 64 == 0 {
+                self.progress(shm, me)?;
+                poll_failure()?;
+                if polls > 1 << 16 {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
     /// Withdraws a registered receive that nothing has matched; `false` if it has
     /// been (or is being) filled.
     pub fn cancel(&self, me: usize, id: u64) -> bool {

@@ -1,0 +1,117 @@
+//! The MPI baseline of `courier bench p2p`: the same ping-pong written directly
+//! against rsmpi on `MPI_COMM_WORLD`, between the two processes of the pair,
+//! in the same run — what courier's `mpi` transport is compared with.
+
+use std::time::Instant;
+
+use courier::{Comm, Result, BSEND_OVERHEAD};
+use mpi::traits::*;
+
+use crate::bench_p2p::{batch, summarize, Record};
+
+/// The raw modes measured, as named in the report.
+const RAW: [&str; 4] = ["raw-send", "raw-bsend", "raw-ssend", "raw-rsend"];
+
+/// The raw rsmpi call a courier mode is compared with.
+pub fn counterpart(mode: &str) -> &'static str {
+    match mode {
+        "bsend" | "ibsend" => "raw-bsend",
+        "ssend" | "issend" => "raw-ssend",
+        "rsend" | "irsend" => "raw-rsend",
+        _ => "raw-send",
+    }
+}
+
+/// Raw rsmpi ping-pongs of `size` bytes between the pair's two processes
+/// (pair ranks 0 and 1 are thread 0 of processes 0 and 1); records on rank 0.
+pub fn baselines(pair: &Comm, size: usize, samples: usize, quick: bool) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for mode in RAW {
+        let times = raw_ping_pong(pair, mode, size, samples, quick)?;
+        if pair.rank() == 0 {
+            out.push(summarize(times, size, "mpi-raw", mode));
+        }
+    }
+    Ok(out)
+}
+
+fn raw_ping_pong(
+    pair: &Comm,
+    mode: &str,
+    size: usize,
+    samples: usize,
+    quick: bool,
+) -> Result<Vec<f64>> {
+    let world = mpi::topology::SimpleCommunicator::world();
+    let me = pair.rank();
+    let peer = world.process_at_rank(1 - me as i32);
+    let sbuf = vec![me as u8; size];
+    let (mut rbuf, mut spare) = (vec![0u8; size], vec![0u8; size]);
+    if mode == "raw-bsend" {
+        // Attaches the process's MPI buffer, which MPI_Bsend draws on.
+        pair.attach_buffer(2 * (size + BSEND_OVERHEAD))?;
+    }
+    let b = batch(size, quick);
+    let mut times = Vec::with_capacity(samples);
+    for s in 0..samples + 2 {
+        if mode == "raw-rsend" && me == 1 {
+            // Pre-post the first ping's receive before the barrier that lets
+            // rank 0 start (as courier's ready-mode bench does).
+            mpi::request::scope(|sc| {
+                let r = peer.immediate_receive_into(sc, &mut rbuf[..]);
+                pair.barrier()?;
+                r.wait();
+                Ok::<_, courier::Error>(())
+            })?;
+        } else {
+            pair.barrier()?;
+        }
+        let t = Instant::now();
+        for i in 0..b {
+            match (mode, me) {
+                ("raw-rsend", 0) => mpi::request::scope(|sc| {
+                    let r = peer.immediate_receive_into(sc, &mut rbuf[..]);
+                    // SAFETY: rank 1 posted this ping's receive before it sent the
+                    // previous pong (or before the barrier, for the first).
+                    unsafe { peer.ready_send(&sbuf[..]) };
+                    r.wait();
+                }),
+                ("raw-rsend", _) => {
+                    mpi::request::scope(|sc| {
+                        let next =
+                            (i + 1 < b).then(|| peer.immediate_receive_into(sc, &mut spare[..]));
+                        // SAFETY: rank 0 posted this pong's receive before its ping.
+                        unsafe { peer.ready_send(&sbuf[..]) };
+                        if let Some(r) = next {
+                            r.wait();
+                        }
+                    });
+                }
+                (_, 0) => {
+                    raw_send(&peer, mode, &sbuf);
+                    peer.receive_into(&mut rbuf[..]);
+                }
+                _ => {
+                    peer.receive_into(&mut rbuf[..]);
+                    raw_send(&peer, mode, &sbuf);
+                }
+            }
+        }
+        if s >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1e6 / (2 * b) as f64);
+        }
+    }
+    pair.barrier()?;
+    if mode == "raw-bsend" {
+        pair.detach_buffer()?;
+    }
+    Ok(times)
+}
+
+fn raw_send(peer: &mpi::topology::Process<'_>, mode: &str, buf: &[u8]) {
+    match mode {
+        "raw-bsend" => peer.buffered_send(buf),
+        "raw-ssend" => peer.synchronous_send(buf),
+        _ => peer.send(buf),
+    }
+}

@@ -1,0 +1,13 @@
+//! Without the `mpi` feature there is no MPI pair and no raw baseline.
+
+use courier::{Comm, Result};
+
+use crate::bench_p2p::Record;
+
+pub fn counterpart(_: &str) -> &'static str {
+    "raw-send"
+}
+
+pub fn baselines(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
+    Ok(Vec::new())
+}
