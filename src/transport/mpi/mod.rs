@@ -205,10 +205,6 @@ fn init() -> Result<&'static Library> {
 
 /// The MPI library, if MPI has been initialized (cluster mode).
 pub(crate) fn library() -> Option<&'static Library> {
-    static_library()
-}
-
-fn static_library() -> Option<&'static Library> {
     LIBRARY.get().and_then(|r| r.as_ref().ok())
 }
 
@@ -585,17 +581,7 @@ impl Mpi {
         // Wait for the answer, answering queries to us meanwhile.
         let mut answer = [0i64; 1];
         loop {
-            let mut flag: c_int = 0;
-            // SAFETY: zeroed status is a valid out-parameter.
-            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-            // SAFETY: valid communicator and out-parameters.
-            check(
-                unsafe {
-                    ffi::MPI_Iprobe(world_dest, 2 * id + 1, self.control.0, &mut flag, &mut st)
-                },
-                "MPI_Iprobe",
-            )?;
-            if flag != 0 {
+            if let Some(mut st) = iprobe(world_dest, 2 * id + 1, self.control.0, "MPI_Iprobe")? {
                 // SAFETY: `answer` is valid for the receive of 8 bytes.
                 check(
                     unsafe {
@@ -701,16 +687,7 @@ impl Mpi {
         let tag = pat.tag.unwrap_or(unsafe { ffi::RSMPI_ANY_TAG });
         let mut polls = 0u32;
         loop {
-            let mut flag: c_int = 0;
-            // SAFETY: zeroed out-parameters; valid communicator.
-            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-            let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
-            check(
-                unsafe { ffi::MPI_Improbe(src, tag, lane, &mut flag, &mut msg, &mut st) },
-                "MPI_Improbe",
-            )?;
-            if flag != 0 {
-                let msg = Message(Handle(msg));
+            if let Some((msg, st)) = improbe(src, tag, lane, "MPI_Improbe")? {
                 if st.MPI_TAG == MARKER_TAG {
                     let m = mrecv_marker(msg)?;
                     let mut ready = self.ready_state[t]
@@ -867,27 +844,20 @@ impl Mpi {
         for k in 0..sources.len() {
             let (s, src) = sources[(first + k) % sources.len()];
             let comm = lanes.comms[s * self.threads + t].0;
-            let mut flag: c_int = 0;
-            // SAFETY: zeroed out-parameters; valid communicator.
-            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-            let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
-            let code = if claim {
-                // SAFETY: as above.
-                unsafe { ffi::MPI_Improbe(src, tag, comm, &mut flag, &mut msg, &mut st) }
+            let found = if claim {
+                improbe(src, tag, comm, "MPI_Improbe")?.map(|(m, st)| (Some(m), st))
             } else {
-                // SAFETY: as above.
-                unsafe { ffi::MPI_Iprobe(src, tag, comm, &mut flag, &mut st) }
+                iprobe(src, tag, comm, "MPI_Iprobe")?.map(|st| (None, st))
             };
-            check(code, if claim { "MPI_Improbe" } else { "MPI_Iprobe" })?;
-            if flag == 0 {
+            let Some((msg, st)) = found else {
                 continue;
-            }
+            };
             if st.MPI_TAG == MARKER_TAG {
                 // A ready send's marker (only ANY_TAG probes see one): set it
                 // aside for the query it announces, and look at this lane again.
-                let m = match claim {
-                    true => mrecv_marker(Message(Handle(msg)))?,
-                    false => claim_marker(comm, st.MPI_SOURCE)?.expect("just probed"),
+                let m = match msg {
+                    Some(msg) => mrecv_marker(msg)?,
+                    None => claim_marker(comm, st.MPI_SOURCE)?.expect("just probed"),
                 };
                 self.ready_state[t]
                     .lock()
@@ -906,7 +876,7 @@ impl Mpi {
                 source,
                 tag: a.tag,
             };
-            return Ok(Some((claim.then_some(Message(Handle(msg))), env, a)));
+            return Ok(Some((msg, env, a)));
         }
         Ok(None)
     }
@@ -946,41 +916,16 @@ impl Mpi {
         let mut ready = self.ready_state[t]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        loop {
-            let mut flag: c_int = 0;
-            // SAFETY: zeroed out-parameters; valid communicator.
-            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-            let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
-            check(
-                unsafe {
-                    ffi::MPI_Improbe(
-                        any_source,
-                        2 * t as c_int,
-                        self.control.0,
-                        &mut flag,
-                        &mut msg,
-                        &mut st,
-                    )
-                },
-                "MPI_Improbe (ready queries)",
-            )?;
-            if flag == 0 {
-                break;
-            }
+        let queries = 2 * t as c_int;
+        while let Some((msg, st)) = improbe(
+            any_source,
+            queries,
+            self.control.0,
+            "MPI_Improbe (ready queries)",
+        )? {
             let mut query: Query = [0; 4];
-            // SAFETY: `query` has room for the fixed-size query.
-            check(
-                unsafe {
-                    ffi::MPI_Mrecv(
-                        query.as_mut_ptr().cast(),
-                        std::mem::size_of::<Query>() as c_int,
-                        byte(),
-                        &mut msg,
-                        &mut st,
-                    )
-                },
-                "MPI_Mrecv (ready query)",
-            )?;
+            let size = std::mem::size_of::<Query>();
+            mrecv_raw(msg, query.as_mut_ptr().cast(), size)?;
             ready.queries.push((st.MPI_SOURCE as usize, query));
         }
         let mut k = 0;
@@ -1055,14 +1000,8 @@ impl Mpi {
         };
         // SAFETY: reading a constant exported by mpi-sys.
         let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
-        let mut flag: c_int = 0;
-        // SAFETY: zeroed status out-parameter; valid communicator.
-        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-        check(
-            unsafe { ffi::MPI_Iprobe(src, p.pat.tag.unwrap_or(any_tag), lane, &mut flag, &mut st) },
-            "MPI_Iprobe",
-        )?;
-        if flag != 0 && st.MPI_TAG != MARKER_TAG {
+        let earlier = iprobe(src, p.pat.tag.unwrap_or(any_tag), lane, "MPI_Iprobe")?;
+        if earlier.is_some_and(|st| st.MPI_TAG != MARKER_TAG) {
             return Ok(false); // an earlier message from this sender takes it
         }
         if let Some(shm_id) = p.shm_id {
@@ -1143,6 +1082,41 @@ pub(crate) enum SendMode {
 /// An MPI message claimed by a matched probe.
 struct Message(Handle<ffi::MPI_Message>);
 
+/// `MPI_Improbe`: claims the first message from `src` with `tag` on `comm`.
+fn improbe(
+    src: c_int,
+    tag: c_int,
+    comm: ffi::MPI_Comm,
+    call: &'static str,
+) -> Result<Option<(Message, ffi::MPI_Status)>> {
+    let mut flag: c_int = 0;
+    // SAFETY: zeroed out-parameters; `comm` is a valid communicator.
+    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+    let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
+    check(
+        unsafe { ffi::MPI_Improbe(src, tag, comm, &mut flag, &mut msg, &mut st) },
+        call,
+    )?;
+    Ok((flag != 0).then_some((Message(Handle(msg)), st)))
+}
+
+/// `MPI_Iprobe`: the status of the first message from `src` with `tag` on `comm`.
+fn iprobe(
+    src: c_int,
+    tag: c_int,
+    comm: ffi::MPI_Comm,
+    call: &'static str,
+) -> Result<Option<ffi::MPI_Status>> {
+    let mut flag: c_int = 0;
+    // SAFETY: zeroed status out-parameter; `comm` is a valid communicator.
+    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+    check(
+        unsafe { ffi::MPI_Iprobe(src, tag, comm, &mut flag, &mut st) },
+        call,
+    )?;
+    Ok((flag != 0).then_some(st))
+}
+
 /// Receives a claimed marker: the id of the ready send it announces.
 fn mrecv_marker(msg: Message) -> Result<c_int> {
     let mut id: c_int = 0;
@@ -1152,18 +1126,10 @@ fn mrecv_marker(msg: Message) -> Result<c_int> {
 
 /// Claims the next marker from `src` on `lane`, if one has arrived.
 fn claim_marker(lane: ffi::MPI_Comm, src: c_int) -> Result<Option<c_int>> {
-    let mut flag: c_int = 0;
-    // SAFETY: zeroed out-parameters; valid communicator.
-    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-    let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
-    check(
-        unsafe { ffi::MPI_Improbe(src, MARKER_TAG, lane, &mut flag, &mut msg, &mut st) },
-        "MPI_Improbe (ready marker)",
-    )?;
-    if flag == 0 {
-        return Ok(None);
+    match improbe(src, MARKER_TAG, lane, "MPI_Improbe (ready marker)")? {
+        Some((msg, _)) => mrecv_marker(msg).map(Some),
+        None => Ok(None),
     }
-    mrecv_marker(Message(Handle(msg))).map(Some)
 }
 
 /// Ready-send bookkeeping of one thread: queries waiting for their marker, and
