@@ -130,6 +130,11 @@ pub enum Error {
     /// The runtime was configured with an impossible setting.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// The machine's topology could not be read (hwloc failed to load, or this
+    /// process's cpuset is empty). [`Runtime::run`](crate::Runtime::run) does not
+    /// return it: it warns and runs the ranks unpinned.
+    #[error("topology: {0}")]
+    Topology(String),
 }
 
 /// `Result` with [`Error`].

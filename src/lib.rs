@@ -61,6 +61,7 @@ mod placement;
 mod runtime;
 mod status;
 mod sync;
+pub mod topology;
 mod transport;
 
 /// The README's examples, compiled and run as doctests so they stay true.
@@ -72,7 +73,7 @@ pub use comm::request::{test_all, test_any, wait_all, wait_any, Request, Scope};
 pub use comm::{Comm, Message};
 pub use error::{Error, Result};
 pub use launch::{Launch, Launcher};
-pub use placement::Placement;
+pub use placement::{Placement, Plan};
 pub use runtime::{run, Runtime, DEFAULT_CREDIT, DEFAULT_EAGER_THRESHOLD};
 /// The MPI library cluster mode runs on (see [`mpi_library`]).
 #[derive(Debug, Clone)]

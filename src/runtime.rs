@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 
 use crate::bsend::AttachedBuffer;
-use crate::placement::{self, Placement};
+use crate::placement::Placement;
 use crate::sync::{Liveness, SPINS_DEDICATED, SPINS_OVERSUBSCRIBED};
+use crate::topology::{self, Binding, Machine};
 use crate::transport::mpi::{self, Mpi};
 use crate::transport::shm::Shm;
 use crate::{Comm, Error, Launch, Result};
@@ -53,8 +54,8 @@ pub(crate) struct World {
     /// Next free communicator context (contexts come in pairs: p2p, collective).
     /// Process p hands out 2 + 2p + 2P·k, so contexts are unique job-wide.
     pub next_ctx: AtomicU32,
-    /// Core each local rank was pinned to (set by the rank itself once pinned).
-    pub pinned: Box<[OnceLock<Option<usize>>]>,
+    /// Where each local rank was pinned, read back (set by the rank itself).
+    pub pinned: Box<[OnceLock<Binding>]>,
     pub config: Runtime,
     pub layout: Layout,
     /// The MPI transport, in cluster mode.
@@ -138,8 +139,7 @@ impl Runtime {
     pub fn resolved_ranks(&self) -> Result<usize> {
         let n = match self.ranks {
             Some(n) => n,
-            None => env_number("COURIER_RANKS")?
-                .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get())),
+            None => env_number("COURIER_RANKS")?.unwrap_or_else(default_threads),
         };
         if n == 0 {
             return Err(Error::InvalidConfig("a job needs at least one rank".into()));
@@ -167,7 +167,7 @@ impl Runtime {
             ))),
             (Some(n), _) => Ok(n / processes),
             (None, Some(t)) => nonzero_threads(t),
-            (None, None) => Ok(thread::available_parallelism().map_or(1, |n| n.get())),
+            (None, None) => Ok(default_threads()),
         }
     }
 
@@ -232,16 +232,11 @@ impl Runtime {
             }
         };
         let n = layout.threads;
-        let cores = placement::available_cores();
-        // Processes on one node that were not bound to disjoint cpusets by the
-        // launcher (`--bind-to none`) would all start at the first core: give
-        // the k-th process on the node the k-th block of T cores.
-        let offset = node_local_index().unwrap_or(0) * n;
-        let plan = placement::plan(self.placement, offset + n, &cores).split_off(offset);
+        let (plan, usable) = plan_ranks(self.placement, n);
         let world = Arc::new(World {
             shm: Shm::new(n, self.eager_threshold, self.credit),
             live: Liveness::new(
-                if n > cores.len().max(1) {
+                if n > usable {
                     SPINS_OVERSUBSCRIBED
                 } else {
                     SPINS_DEDICATED
@@ -267,8 +262,11 @@ impl Runtime {
                         .name(format!("courier-rank-{rank}"))
                         .spawn_scoped(s, move || {
                             world.live.register(thread::current());
-                            let pinned = core.filter(|&c| placement::pin_current(c));
-                            let _ = world.pinned[local].set(pinned);
+                            let binding = topology::pin_current(core);
+                            if let Some(e) = &binding.error {
+                                warn_once(format!("rank {rank}: {e}; it runs unpinned"));
+                            }
+                            let _ = world.pinned[local].set(binding);
                             let comm = Comm::world(world.clone(), rank);
                             let outcome = match catch_unwind(AssertUnwindSafe(|| f(&comm))) {
                                 Ok(Ok(r)) => {
@@ -326,19 +324,77 @@ where
     Runtime::new().ranks(ranks).run(f)
 }
 
+/// The PU for each of this process's `n` ranks under `policy`, and how many
+/// PUs the ranks of this process may share. Whatever goes wrong (hwloc fails,
+/// an empty cpuset, more ranks than PUs) is a warning, printed once per
+/// process; the ranks concerned run unpinned or share PUs evenly.
+fn plan_ranks(policy: Placement, n: usize) -> (Vec<Option<usize>>, usize) {
+    let machine = match Machine::detect() {
+        Ok(m) => m,
+        Err(e) => {
+            if policy != Placement::None {
+                warn_once(format!("{e}; ranks run unpinned"));
+            }
+            let cpus = thread::available_parallelism().map_or(1, |c| c.get());
+            return (vec![None; n], cpus);
+        }
+    };
+    // Processes on one node that the launcher did not bind to disjoint
+    // cpusets (`--bind-to none`) all see the whole machine: give the k-th
+    // process on the node the k-th block of ranks of one node-wide plan.
+    let offset = match node_local_index() {
+        Some(k) if machine.is_whole() => k * n,
+        _ => 0,
+    };
+    let mut plan = policy.plan(&machine, offset + n);
+    for note in plan.notes.drain(..) {
+        warn_once(note);
+    }
+    let usable = machine.pus.len().saturating_sub(offset).max(1);
+    (plan.pus.split_off(offset), usable)
+}
+
+/// Default rank-threads for a process: the cores of its cpuset, shared out
+/// among the processes of the node when the launcher did not bind them.
+fn default_threads() -> usize {
+    match Machine::detect() {
+        Ok(m) if m.is_whole() => (m.cores() / node_local_size().unwrap_or(1)).max(1),
+        Ok(m) => m.cores(),
+        Err(_) => thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// Prints `message` as a warning, once per process.
+fn warn_once(message: String) {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen.contains(&message) {
+        eprintln!("courier: warning: {message}");
+        seen.push(message);
+    }
+}
+
 /// This process's index among the processes of the job on its node, as the
 /// launcher reports it (`None` when embedded or unknown).
 fn node_local_index() -> Option<usize> {
-    if Launch::detect().ok()? == Launch::Embedded {
-        return None;
-    }
-    [
+    node_env(&[
         "OMPI_COMM_WORLD_LOCAL_RANK",
         "MPI_LOCALRANKID",
         "SLURM_LOCALID",
-    ]
-    .iter()
-    .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+    ])
+}
+
+/// How many of the job's processes share this node, as the launcher reports it.
+fn node_local_size() -> Option<usize> {
+    node_env(&["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"])
+}
+
+fn node_env(vars: &[&str]) -> Option<usize> {
+    if Launch::detect().ok()? == Launch::Embedded {
+        return None;
+    }
+    vars.iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
 }
 
 fn env_number(name: &str) -> Result<Option<usize>> {

@@ -170,6 +170,27 @@ fn launch_all() {
             }
         }),
     );
+    // Two processes of two threads on one node, not bound by mpirun: each
+    // process's block of the node-wide plan, read back and checked.
+    let out = mpirun(
+        2,
+        &[("COURIER_THREADS", "2")],
+        info,
+        &["topo", "--check", "--json", "-"],
+    );
+    check(
+        "courier_topo_check_reports_one_verified_block_per_process".into(),
+        out.and_then(|(ok, stdout, stderr)| {
+            let v: serde_json::Value =
+                serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}\n{stderr}"))?;
+            let blocks = v["blocks"].as_array().map_or(0, Vec::len);
+            if ok && v["verified"] == true && blocks == 2 && v["ranks"] == 4 {
+                Ok(())
+            } else {
+                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
+            }
+        }),
+    );
     let json = std::env::temp_dir().join(format!("courier-bench-{}.json", std::process::id()));
     let args = ["bench", "p2p", "--quick", "--sizes", "8,1M", "--json"];
     let out = mpirun(

@@ -90,15 +90,22 @@ impl Comm {
             .map(|w| self.world.layout.local(w).is_some())
     }
 
-    /// The core `rank` was pinned to, `None` if unpinned, not yet started, or in
-    /// another process.
+    /// The CPU (PU, OS index) `rank` is pinned to; `None` if unpinned, not yet
+    /// started, or in another process.
     pub fn core_of(&self, rank: usize) -> Result<Option<usize>> {
+        Ok(self.binding_of(rank)?.and_then(|b| b.pinned()))
+    }
+
+    /// Where `rank` was pinned and what the OS reported back right after
+    /// (see [`Binding::verified`](crate::topology::Binding::verified)); `None`
+    /// if not yet started or in another process.
+    pub fn binding_of(&self, rank: usize) -> Result<Option<crate::topology::Binding>> {
         let w = self.world_of(rank)?;
         Ok(self
             .world
             .layout
             .local(w)
-            .and_then(|l| self.world.pinned[l].get().copied().flatten()))
+            .and_then(|l| self.world.pinned[l].get().cloned()))
     }
 
     /// Number of processes in the job (1 when embedded).

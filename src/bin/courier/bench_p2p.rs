@@ -377,7 +377,7 @@ fn memcpy_baseline(size: usize, samples: usize, quick: bool) -> Record {
 }
 
 /// Times one (mode, size) ping-pong between ranks 0 and 1; `Some` on rank 0.
-fn ping_pong(
+pub(crate) fn ping_pong(
     comm: &Comm,
     transport: &'static str,
     mode: &str,

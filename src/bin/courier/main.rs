@@ -7,6 +7,7 @@ mod raw_mpi;
 #[cfg(not(feature = "mpi"))]
 #[path = "raw_mpi_disabled.rs"]
 mod raw_mpi;
+mod topo;
 
 use clap::{Parser, Subcommand};
 use courier::{Placement, Runtime};
@@ -15,7 +16,7 @@ use courier::{Placement, Runtime};
 #[command(
     name = "courier",
     version,
-    about = "MPI-style messaging runtime: info and benchmarks"
+    about = "MPI-style messaging runtime: info, topology and benchmarks"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,6 +66,8 @@ impl JobArgs {
 enum Command {
     /// Transports, ranks, threads and where each rank is pinned
     Info(info::InfoArgs),
+    /// The machine's topology, the placement plan, and each rank's binding read back
+    Topo(topo::TopoArgs),
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -82,6 +85,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
+        Command::Topo(args) => topo::run(&args),
         Command::Bench {
             which: Bench::P2p(args),
         } => bench_p2p::run(&args),
