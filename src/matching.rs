@@ -63,6 +63,11 @@ impl<R, M> Default for Matcher<R, M> {
 
 impl<R, M> Matcher<R, M> {
     /// Removes and returns the earliest posted receive that accepts `env`.
+    /// Posted receives plus unexpected messages.
+    pub fn len(&self) -> usize {
+        self.posted.len() + self.unexpected.len()
+    }
+
     pub fn take_posted(&mut self, env: &Envelope) -> Option<R> {
         let i = self.posted.iter().position(|(p, _)| p.matches(env))?;
         self.posted.remove(i).map(|(_, r)| r)

@@ -34,25 +34,33 @@ fn info_reports_ranks_and_placement_as_text_and_json() {
 }
 
 #[test]
-fn bench_p2p_quick_writes_every_mode_with_baselines() {
-    let path = tmp("bench.json");
+fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
+    let (json_path, csv_path, svg_path) = (tmp("bench.json"), tmp("bench.csv"), tmp("bench.svg"));
     let out = courier(&[
         "bench",
         "p2p",
         "--quick",
+        "--mpi-baseline",
+        "off",
         "--sizes",
         "8,64K",
+        "--window",
+        "8",
         "--json",
-        path.to_str().unwrap(),
+        json_path.to_str().unwrap(),
+        "--csv",
+        csv_path.to_str().unwrap(),
+        "--plot",
+        svg_path.to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let json: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     let results = json["results"].as_array().unwrap();
-    let modes = [
+    let all = [
         "send",
         "bsend",
         "ssend",
@@ -64,34 +72,59 @@ fn bench_p2p_quick_writes_every_mode_with_baselines() {
         "sendrecv",
         "send-owned",
     ];
-    assert_eq!(results.len(), modes.len() * 2);
-    for mode in modes {
-        for size in [8, 65536] {
-            let r = results
-                .iter()
-                .find(|r| r["mode"] == mode && r["size"] == size)
-                .unwrap_or_else(|| panic!("{mode} {size} missing"));
-            assert_eq!(
-                (r["transport"].as_str(), r["test"].as_str()),
-                (Some("shm"), Some("latency"))
-            );
-            let l = &r["latency_us"];
-            let (min, p50, p99) = (
-                l["min"].as_f64().unwrap(),
-                l["p50"].as_f64().unwrap(),
-                l["p99"].as_f64().unwrap(),
-            );
-            assert!(0.0 < min && min <= p50 && p50 <= p99, "{mode} {size}: {l}");
-            assert!(r["bandwidth_mb_s"].as_f64().unwrap() > 0.0);
+    let per_test: [(&str, Vec<&str>); 4] = [
+        ("latency", all.to_vec()),
+        (
+            "bw",
+            all.iter().copied().filter(|m| *m != "sendrecv").collect(),
+        ),
+        (
+            "bibw",
+            vec!["isend", "ibsend", "issend", "irsend", "sendrecv"],
+        ),
+        ("mr", vec!["isend", "send"]),
+    ];
+    let expected: usize = per_test.iter().map(|(_, m)| m.len() * 2).sum();
+    assert_eq!(results.len(), expected);
+    for (test, modes) in &per_test {
+        for mode in modes {
+            for size in [8, 65536] {
+                let r = results
+                    .iter()
+                    .find(|r| r["test"] == *test && r["mode"] == *mode && r["size"] == size)
+                    .unwrap_or_else(|| panic!("{test} {mode} {size} missing"));
+                assert_eq!(r["transport"], "shm");
+                let l = &r["latency_us"];
+                let (min, p50, p99) = (
+                    l["min"].as_f64().unwrap(),
+                    l["p50"].as_f64().unwrap(),
+                    l["p99"].as_f64().unwrap(),
+                );
+                assert!(
+                    0.0 < min && min <= p50 && p50 <= p99,
+                    "{test} {mode} {size}: {l}"
+                );
+                let bw = r["bandwidth_mb_s"].as_f64().unwrap();
+                let rate = r["msg_rate"].as_f64().unwrap();
+                // bandwidth = bytes per message x messages per second (bibw: both ways).
+                assert!((bw * 1e6 / rate - size as f64).abs() < 1e-6 * size as f64);
+            }
         }
     }
     let baselines = json["baselines"].as_array().unwrap();
-    assert!(baselines.iter().any(|b| b["mode"] == "atomic-flag"));
+    let count = |mode: &str| baselines.iter().filter(|b| b["mode"] == mode).count();
     assert_eq!(
-        baselines.iter().filter(|b| b["mode"] == "memcpy").count(),
-        2
+        (count("atomic-flag"), count("memcpy"), count("channel")),
+        (1, 2, 2)
     );
-    std::fs::remove_file(path).ok();
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(csv.starts_with("kind,transport,mode,test,size,"));
+    assert_eq!(csv.lines().count(), 1 + expected + baselines.len());
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("send-owned") && svg.contains("memcpy"));
+    for p in [json_path, csv_path, svg_path] {
+        std::fs::remove_file(p).ok();
+    }
 }
 
 #[test]

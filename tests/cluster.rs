@@ -192,7 +192,18 @@ fn launch_all() {
         }),
     );
     let json = std::env::temp_dir().join(format!("courier-bench-{}.json", std::process::id()));
-    let args = ["bench", "p2p", "--quick", "--sizes", "8,1M", "--json"];
+    let args = [
+        "bench",
+        "p2p",
+        "--quick",
+        "--sizes",
+        "8,1M",
+        "--tests",
+        "latency,bw",
+        "--window",
+        "8",
+        "--json",
+    ];
     let out = mpirun(
         2,
         &[("COURIER_THREADS", "2")],
@@ -214,8 +225,9 @@ fn launch_all() {
             let raw = v["baselines"].as_array().map_or(0, |b| {
                 b.iter().filter(|x| x["transport"] == "mpi-raw").count()
             });
-            // 10 modes x 2 sizes per transport; 4 raw modes x 2 sizes.
-            if ok && count("mpi") == 20 && count("shm") == 20 && raw == 8 {
+            // (10 latency + 9 bw modes) x 2 sizes per transport; (4 raw
+            // latency modes + the raw isend window) x 2 sizes.
+            if ok && count("mpi") == 38 && count("shm") == 38 && raw == 10 {
                 Ok(())
             } else {
                 Err(format!(
@@ -223,6 +235,55 @@ fn launch_all() {
                     count("mpi"),
                     count("shm")
                 ))
+            }
+        }),
+    );
+    // Embedded, the send-mode comparison measures Open MPI itself from an
+    // `mpirun -n 2` child in the same run.
+    let json = std::env::temp_dir().join(format!("courier-bench-emb-{}.json", std::process::id()));
+    let mut cmd = Command::new(info);
+    cmd.args([
+        "bench",
+        "p2p",
+        "--quick",
+        "--sizes",
+        "8,64K",
+        "--tests",
+        "latency,bw",
+    ])
+    .args(["--modes", "send,ssend", "--window", "8", "--json"])
+    .arg(&json)
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    .env("OMPI_MCA_btl", "self,vader,tcp")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    check(
+        "embedded_bench_p2p_reports_open_mpi_baselines_from_a_child_job".into(),
+        finish(cmd, "courier bench p2p").and_then(|(ok, stdout, stderr)| {
+            let report = std::fs::read_to_string(&json).unwrap_or_default();
+            let _ = std::fs::remove_file(&json);
+            let v: serde_json::Value =
+                serde_json::from_str(&report).map_err(|e| format!("{e}: {stdout}\n{stderr}"))?;
+            let has = |mode: &str, test: &str, size: u64| {
+                v["baselines"].as_array().is_some_and(|b| {
+                    b.iter().any(|x| {
+                        x["transport"] == "mpi-raw"
+                            && x["mode"] == mode
+                            && x["test"] == test
+                            && x["size"] == size
+                    })
+                })
+            };
+            let all = [8, 65536].iter().all(|&size| {
+                has("raw-send", "latency", size)
+                    && has("raw-ssend", "latency", size)
+                    && has("raw-isend", "bw", size)
+            });
+            if ok && all && stdout.contains("x MPI") {
+                Ok(())
+            } else {
+                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
             }
         }),
     );
@@ -256,9 +317,14 @@ fn mpirun(
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    finish(cmd, &format!("mpirun -n {p} {env:?}"))
+}
+
+/// Runs `cmd` to the end, or kills it at the deadline (a hang is a failure).
+fn finish(mut cmd: Command, what: &str) -> Result<(bool, String, String), String> {
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("cannot start mpirun (is Open MPI installed?): {e}"))?;
+        .map_err(|e| format!("cannot start {what} (is Open MPI installed?): {e}"))?;
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
@@ -267,9 +333,7 @@ fn mpirun(
         if start.elapsed() > DEADLINE {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "mpirun -n {p} {env:?} did not finish within {DEADLINE:?}: hang"
-            ));
+            return Err(format!("{what} did not finish within {DEADLINE:?}: hang"));
         }
         std::thread::sleep(Duration::from_millis(20));
     };

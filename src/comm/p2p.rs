@@ -436,6 +436,19 @@ impl Comm {
         // not return before the receive has completed or been withdrawn.
         let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
         let me = self.world_rank();
+        if let Some(from) = self.source_peer(&pat)?.and_then(|p| p.local) {
+            // SAFETY: an alias of `dst`, which `recv_fastbox` only fills when it
+            // returns `Some` (then `dst` is not used again).
+            let direct = unsafe { dst.alias() };
+            let spins = self.world.live.spin_budget();
+            if let Some(r) = self
+                .world
+                .shm
+                .recv_fastbox(self.me(), from, &pat, direct, spins)
+            {
+                return r;
+            }
+        }
         if let (Some(mpi), Some(_)) = (self.remote_pattern(&pat)?, pat.source) {
             if !mpi.parked(me) {
                 // SAFETY: an alias of `dst`, which is only used if this returns None

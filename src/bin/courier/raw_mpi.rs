@@ -7,7 +7,7 @@ use std::time::Instant;
 use courier::{Comm, Result, BSEND_OVERHEAD};
 use mpi::traits::*;
 
-use crate::bench_p2p::{batch, summarize, Record};
+use crate::bench_p2p::{batch, summarize, summarize_as, windows, Record};
 
 /// The raw modes measured, as named in the report.
 const RAW: [&str; 4] = ["raw-send", "raw-bsend", "raw-ssend", "raw-rsend"];
@@ -106,6 +106,50 @@ fn raw_ping_pong(
         pair.detach_buffer()?;
     }
     Ok(times)
+}
+
+/// Raw `MPI_Isend` window bandwidth from the pair's rank 0 to rank 1, the way
+/// courier's `bw` test measures it (osu_bw: W sends, one acknowledgement).
+pub fn bandwidth(pair: &Comm, size: usize, w: usize, quick: bool) -> Result<Vec<Record>> {
+    let world = mpi::topology::SimpleCommunicator::world();
+    let me = pair.rank();
+    let peer = world.process_at_rank(1 - me as i32);
+    let sbuf = vec![1u8; size];
+    let mut rbufs = vec![vec![0u8; size]; if me == 1 { w } else { 0 }];
+    let mut token = [0u8; 1];
+    let mut times = Vec::new();
+    pair.barrier()?;
+    for i in 0..windows(size, quick) + 2 {
+        let t = Instant::now();
+        if me == 0 {
+            mpi::request::multiple_scope(w, |scope, requests| {
+                for _ in 0..w {
+                    requests.add(peer.immediate_send(scope, &sbuf[..]));
+                }
+                let mut done = Vec::new();
+                requests.wait_all(&mut done);
+            });
+            peer.receive_into(&mut token[..]);
+            if i >= 2 {
+                times.push(t.elapsed().as_secs_f64() * 1e6 / w as f64);
+            }
+        } else {
+            mpi::request::multiple_scope(w, |scope, requests| {
+                for b in rbufs.iter_mut() {
+                    requests.add(peer.immediate_receive_into(scope, &mut b[..]));
+                }
+                let mut done = Vec::new();
+                requests.wait_all(&mut done);
+            });
+            peer.send(&token[..]);
+        }
+    }
+    pair.barrier()?;
+    Ok(if me == 0 {
+        vec![summarize_as(times, size, "mpi-raw", "raw-isend", "bw", 1)]
+    } else {
+        Vec::new()
+    })
 }
 
 fn raw_send(peer: &mpi::topology::Process<'_>, mode: &str, buf: &[u8]) {

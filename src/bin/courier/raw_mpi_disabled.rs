@@ -11,3 +11,7 @@ pub fn counterpart(_: &str) -> &'static str {
 pub fn baselines(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
     Ok(Vec::new())
 }
+
+pub fn bandwidth(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
+    Ok(Vec::new())
+}

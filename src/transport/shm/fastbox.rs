@@ -20,6 +20,9 @@ const WORDS: usize = FASTBOX_BYTES / 8;
 const EMPTY: u32 = 0;
 const WRITING: u32 = 1;
 const FULL: u32 = 2;
+/// The receiver has claimed the message and is deciding whether to take it
+/// directly (see [`Fastboxes::claim`]); a drain waits for it to decide.
+const TAKING: u32 = 3;
 
 /// One slot: state, length, envelope, payload — 64 bytes.
 #[derive(Debug, Default)]
@@ -101,29 +104,81 @@ impl Fastboxes {
     }
 
     /// Takes every message addressed to `to`. The caller must hold `to`'s mailbox
-    /// lock: that makes it the only consumer.
+    /// lock: that makes it the only consumer besides `to` itself, whose claim
+    /// (a few instructions, never blocking) it waits out, so a claimed message
+    /// that goes back is still queued before anything its sender sends later.
     pub fn drain(&self, to: usize, mut take: impl FnMut(Taken)) {
         for (from, slot) in self.row(to).iter().enumerate() {
-            if slot.state.load(Acquire) != FULL {
+            let mut waits = 0u32;
+            let claimed = loop {
+                match slot.state.compare_exchange(FULL, TAKING, Acquire, Acquire) {
+                    Ok(_) => break true,
+                    Err(TAKING) => {
+                        waits += 1;
+                        if waits % 64 == 0 {
+                            std::thread::yield_now(); // the claimer may be descheduled
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    Err(_) => break false, // empty, or its sender is still writing
+                }
+            };
+            if !claimed {
                 continue;
             }
-            let mut data = [0u8; FASTBOX_BYTES];
-            for (w, chunk) in slot.data.iter().zip(data.chunks_exact_mut(8)) {
-                chunk.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
-            }
-            let ctx_tag = slot.ctx_tag.load(Relaxed);
-            let taken = Taken {
-                env: Envelope {
-                    ctx: (ctx_tag >> 32) as u32,
-                    tag: ctx_tag as u32 as i32,
-                    source: slot.source.load(Relaxed) as usize,
-                },
-                from,
-                len: slot.len.load(Relaxed) as usize,
-                data,
-            };
+            // Taken (queued) before the slot empties: a receiver that later
+            // claims this sender's next message then sees it queued.
+            take(Self::read(slot, from));
             slot.state.store(EMPTY, Release);
-            take(taken);
+        }
+    }
+
+    /// The receiver `to` claims the message from `from`, if there is one: until
+    /// it calls [`release`](Self::release) (taken) or [`unclaim`](Self::unclaim)
+    /// (left for the mailbox), nobody else touches the slot.
+    pub fn claim(&self, from: usize, to: usize) -> Option<Taken> {
+        let slot = &self.slots[to * self.ranks + from];
+        if slot.state.load(Relaxed) != FULL
+            || slot
+                .state
+                .compare_exchange(FULL, TAKING, Acquire, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        Some(Self::read(slot, from))
+    }
+
+    /// Empties a claimed slot: its message was taken.
+    pub fn release(&self, from: usize, to: usize) {
+        self.slots[to * self.ranks + from]
+            .state
+            .store(EMPTY, Release);
+    }
+
+    /// Puts a claimed message back, untouched.
+    pub fn unclaim(&self, from: usize, to: usize) {
+        self.slots[to * self.ranks + from]
+            .state
+            .store(FULL, Release);
+    }
+
+    fn read(slot: &Slot, from: usize) -> Taken {
+        let mut data = [0u8; FASTBOX_BYTES];
+        for (w, chunk) in slot.data.iter().zip(data.chunks_exact_mut(8)) {
+            chunk.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
+        }
+        let ctx_tag = slot.ctx_tag.load(Relaxed);
+        Taken {
+            env: Envelope {
+                ctx: (ctx_tag >> 32) as u32,
+                tag: ctx_tag as u32 as i32,
+                source: slot.source.load(Relaxed) as usize,
+            },
+            from,
+            len: slot.len.load(Relaxed) as usize,
+            data,
         }
     }
 

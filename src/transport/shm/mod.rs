@@ -31,7 +31,7 @@
 mod fastbox;
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
@@ -247,6 +247,35 @@ impl Inbox {
 struct Mailbox {
     inbox: CachePadded<Mutex<Inbox>>,
     arrivals: CachePadded<ArrivalWaiters>,
+    /// Posted receives + unexpected messages, as of the last unlock: zero lets
+    /// a blocking receive take a fastbox message without the lock.
+    queued: CachePadded<AtomicUsize>,
+}
+
+/// A locked inbox; unlocking publishes how much it holds (`Mailbox::queued`).
+struct InboxGuard<'a> {
+    inbox: MutexGuard<'a, Inbox>,
+    queued: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for InboxGuard<'_> {
+    type Target = Inbox;
+    fn deref(&self) -> &Inbox {
+        &self.inbox
+    }
+}
+
+impl std::ops::DerefMut for InboxGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inbox {
+        &mut self.inbox
+    }
+}
+
+impl Drop for InboxGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock (the mutex guard drops after this).
+        self.queued.store(self.inbox.matcher.len(), Release);
+    }
 }
 
 /// How a send went.
@@ -295,6 +324,7 @@ impl Shm {
                     credit_used: vec![0; ranks],
                 })),
                 arrivals: CachePadded::default(),
+                queued: CachePadded::default(),
             })
             .collect();
         Shm {
@@ -308,13 +338,16 @@ impl Shm {
 
     /// Locks `rank`'s mailbox, first moving any fastbox messages for it into the
     /// matching engine (as if they arrived now, before whatever the caller does).
-    fn inbox(&self, rank: usize) -> MutexGuard<'_, Inbox> {
+    fn inbox(&self, rank: usize) -> InboxGuard<'_> {
         // A panic never happens while an inbox is locked (no user code runs there),
         // so a poisoned lock still holds consistent state.
-        let mut inbox = self.mailboxes[rank]
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut inbox = InboxGuard {
+            inbox: self.mailboxes[rank]
+                .inbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            queued: &self.mailboxes[rank].queued,
+        };
         if let Some(fb) = &self.fastboxes {
             let mut delivered = false;
             fb.drain(rank, |t: Taken| {
@@ -333,6 +366,9 @@ impl Shm {
                         credit,
                     };
                     inbox.queue(t.env, msg);
+                    // Published before the slot empties (see `recv_fastbox`).
+                    let n = inbox.matcher.len();
+                    inbox.queued.store(n, Release);
                 }
             });
             if delivered {
@@ -340,6 +376,42 @@ impl Shm {
             }
         }
         inbox
+    }
+
+    /// A blocking receive at `me` from local rank `from` only, without the
+    /// lock: while nothing is posted or queued at `me`, spins on `from`'s
+    /// fastbox (up to `spins` times) and copies a matching message straight
+    /// into `dst`. `None` (nothing done) when the receive must take the
+    /// ordinary path: something is posted or queued (it may come first), the
+    /// message does not match, or nothing came. A message taken here is the
+    /// one the ordinary path would have matched: nothing from `from` can be
+    /// queued behind a full fastbox (its sender's next send drains it first,
+    /// and that drain waits for this claim to be decided).
+    pub fn recv_fastbox(
+        &self,
+        me: usize,
+        from: usize,
+        pat: &Pattern,
+        dst: RecvBuf,
+        spins: u32,
+    ) -> Option<Result<Status>> {
+        let fb = self.fastboxes.as_ref()?;
+        let queued = &self.mailboxes[me].queued;
+        for _ in 0..spins.max(1) {
+            if queued.load(Acquire) != 0 {
+                return None;
+            }
+            if let Some(taken) = fb.claim(from, me) {
+                if queued.load(Acquire) != 0 || !pat.matches(&taken.env) {
+                    fb.unclaim(from, me);
+                    return None;
+                }
+                fb.release(from, me);
+                return Some(dst.fill(taken.bytes(), &taken.env));
+            }
+            std::hint::spin_loop();
+        }
+        None
     }
 
     /// Drains `me`'s fastboxes if any holds a message (cheap when none does).
@@ -469,7 +541,7 @@ impl Shm {
         outcome
     }
 
-    fn enqueue(&self, mut inbox: MutexGuard<'_, Inbox>, to: usize, env: Envelope, msg: Incoming) {
+    fn enqueue(&self, mut inbox: InboxGuard<'_>, to: usize, env: Envelope, msg: Incoming) {
         inbox.queue(env, msg);
         drop(inbox);
         self.mailboxes[to].arrivals.notify();

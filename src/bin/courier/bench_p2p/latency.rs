@@ -1,0 +1,154 @@
+//! Latency: ping-pong per mode, one-way = half the round trip.
+
+use std::time::Instant;
+
+use courier::{Comm, Result, BSEND_OVERHEAD};
+
+use super::{batch, summarize, Record, TAG};
+
+/// Times one (mode, size) ping-pong between ranks 0 and 1; `Some` on rank 0.
+pub(crate) fn ping_pong(
+    comm: &Comm,
+    transport: &'static str,
+    mode: &str,
+    size: usize,
+    samples: usize,
+    quick: bool,
+) -> Result<Option<Record>> {
+    let me = comm.rank();
+    let peer = 1 - me;
+    let b = batch(size, quick);
+    let sbuf = vec![me as u8; size];
+    let mut rbuf = vec![0u8; size];
+    let mut spare = if mode == "rsend" || mode == "irsend" {
+        vec![0u8; size]
+    } else {
+        vec![]
+    };
+    let mut owned = Some(vec![0u8; size]);
+    if mode == "bsend" || mode == "ibsend" {
+        comm.attach_buffer(2 * (size + BSEND_OVERHEAD))?;
+    }
+    // Ready modes: rank 1 pre-posts its first receive before the barrier.
+    let ready = mode == "rsend" || mode == "irsend";
+    comm.barrier()?;
+    let mut times = Vec::with_capacity(samples);
+    let warmup = 2;
+    for s in 0..samples + warmup {
+        let t = Instant::now();
+        if ready {
+            ready_round_trips(comm, mode, b, &sbuf, (&mut rbuf, &mut spare))?;
+        } else {
+            for _ in 0..b {
+                round_trip(comm, mode, peer, &sbuf, &mut rbuf, &mut owned)?;
+            }
+        }
+        if s >= warmup {
+            let per = if mode == "sendrecv" { b } else { 2 * b };
+            times.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
+        }
+        comm.barrier()?;
+    }
+    if mode == "bsend" || mode == "ibsend" {
+        comm.detach_buffer()?;
+    }
+    Ok((me == 0).then(|| summarize(times, size, transport, mode)))
+}
+
+/// One round trip (rank 0 pings, rank 1 pongs) in `mode`; for `sendrecv`, one
+/// simultaneous exchange.
+fn round_trip(
+    comm: &Comm,
+    mode: &str,
+    peer: usize,
+    sbuf: &[u8],
+    rbuf: &mut [u8],
+    owned: &mut Option<Vec<u8>>,
+) -> Result<()> {
+    let first = comm.rank() == 0;
+    let send = |comm: &Comm| -> Result<()> {
+        match mode {
+            "send" => comm.send(sbuf, peer, TAG),
+            "bsend" => comm.bsend(sbuf, peer, TAG),
+            "ssend" => comm.ssend(sbuf, peer, TAG),
+            "isend" => comm.scope(|s| s.isend(sbuf, peer, TAG)?.wait().map(drop)),
+            "ibsend" => comm.scope(|s| s.ibsend(sbuf, peer, TAG)?.wait().map(drop)),
+            "issend" => comm.scope(|s| s.issend(sbuf, peer, TAG)?.wait().map(drop)),
+            _ => unreachable!("mode {mode}"),
+        }
+    };
+    match mode {
+        "sendrecv" => comm.sendrecv(sbuf, peer, TAG, rbuf, peer, TAG).map(drop),
+        "send-owned" => {
+            if first {
+                comm.send_owned(owned.take().expect("buffer"), peer, TAG)?;
+                *owned = Some(comm.recv_owned(peer, TAG)?.0);
+            } else {
+                let (v, _) = comm.recv_owned::<u8>(peer, TAG)?;
+                comm.send_owned(v, peer, TAG)?;
+            }
+            Ok(())
+        }
+        _ if first => {
+            send(comm)?;
+            comm.recv(rbuf, peer, TAG).map(drop)
+        }
+        _ => {
+            comm.recv(rbuf, peer, TAG)?;
+            send(comm)
+        }
+    }
+}
+
+/// `b` round trips with ready sends: every receive is posted before the peer can
+/// send to it (rank 0 posts its pong receive before it pings; rank 1 posts the
+/// next ping receive before it pongs).
+fn ready_round_trips(
+    comm: &Comm,
+    mode: &str,
+    b: usize,
+    sbuf: &[u8],
+    rbufs: (&mut [u8], &mut [u8]),
+) -> Result<()> {
+    let rsend = |buf: &[u8], dest: usize| -> Result<()> {
+        if mode == "rsend" {
+            comm.rsend(buf, dest, TAG)
+        } else {
+            comm.scope(|s| s.irsend(buf, dest, TAG)?.wait().map(drop))
+        }
+    };
+    let (rbuf, spare) = rbufs;
+    if comm.rank() == 0 {
+        comm.barrier()?; // rank 1 has posted the first ping receive
+        for _ in 0..b {
+            comm.scope(|s| {
+                let r = s.irecv(&mut *rbuf, 1, TAG)?;
+                rsend(sbuf, 1)?;
+                r.wait().map(drop)
+            })?;
+        }
+    } else {
+        // Rank 1 alternates two receive buffers (the next ping's receive is posted
+        // before this pong goes out) and pongs from its own send buffer, like the
+        // other modes.
+        let (mut cur, mut next) = (rbuf, spare);
+        comm.scope(|s| {
+            let r = s.irecv(&mut *cur, 0, TAG)?;
+            comm.barrier()?;
+            r.wait().map(drop)
+        })?;
+        for i in 0..b {
+            comm.scope(|s| {
+                let r = if i + 1 < b {
+                    Some(s.irecv(&mut *next, 0, TAG)?)
+                } else {
+                    None
+                };
+                rsend(sbuf, 0)?;
+                r.map_or(Ok(()), |r| r.wait().map(drop))
+            })?;
+            std::mem::swap(&mut cur, &mut next);
+        }
+    }
+    Ok(())
+}

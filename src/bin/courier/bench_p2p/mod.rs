@@ -1,0 +1,433 @@
+//! `courier bench p2p`: every send mode side by side — latency, bandwidth,
+//! bidirectional bandwidth and message rate per size — next to baselines
+//! measured in the same run, so every figure reads as a ratio.
+//!
+//! Baselines: over shared memory, an atomic-flag ping-pong between the same two
+//! cores (the hardware limit of a handoff), `memcpy` of the same size (the
+//! single-copy limit) and a bare crossbeam channel; Open MPI itself (raw rsmpi
+//! calls: `MPI_Send`, `MPI_Bsend`, `MPI_Ssend`, `MPI_Rsend` ping-pongs and an
+//! `MPI_Isend` window) — under mpirun between the pair's processes, embedded
+//! from an `mpirun -n 2` child started before the shared-memory runs.
+//!
+//! Pairs: embedded, ranks 0 and 1 (`shm`), on cores chosen by `--pair`. Under
+//! mpirun with P processes × T threads, rank 0 and rank T — thread 0 of
+//! processes 0 and 1 (`mpi`) — and, when T ≥ 2, ranks 0 and 1 as well (`shm`).
+//!
+//! Method (OSU / IMB): warm-up iterations are not timed; latency samples time a
+//! batch of round trips (fewer above 8 KiB), one-way = half a round trip;
+//! bandwidth sends windows of W messages, acknowledged per window. Reported:
+//! min, median and p99 over samples.
+
+mod bandwidth;
+mod baselines;
+mod latency;
+mod mpi_child;
+mod output;
+mod plot;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+
+use courier::{Comm, Placement, Result};
+use crossbeam_utils::CachePadded;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::{raw_mpi, JobArgs};
+#[cfg_attr(not(feature = "mpi"), allow(unused_imports))]
+pub(crate) use bandwidth::windows;
+use bandwidth::{BIBW_MODES, BW_MODES, MR_MODES};
+pub(crate) use latency::ping_pong;
+
+const MODES: [&str; 10] = [
+    "send",
+    "bsend",
+    "ssend",
+    "rsend",
+    "isend",
+    "ibsend",
+    "issend",
+    "irsend",
+    "sendrecv",
+    "send-owned",
+];
+const TESTS: [&str; 4] = ["latency", "bw", "bibw", "mr"];
+const TAG: i32 = 1;
+
+#[derive(clap::Args)]
+pub struct P2pArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Message sizes in bytes (suffixes K and M allowed), comma-separated
+    #[arg(long, value_delimiter = ',', value_parser = parse_size,
+          default_value = "1,2,4,8,16,32,64,128,256,512,1K,2K,4K,8K,16K,32K,64K,128K,256K,512K,1M,2M,4M")]
+    sizes: Vec<usize>,
+    /// Modes to run, comma-separated
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "send,bsend,ssend,rsend,isend,ibsend,issend,irsend,sendrecv,send-owned"
+    )]
+    modes: Vec<String>,
+    /// Tests to run: latency (ping-pong), bw (osu_bw), bibw (osu_bibw), mr (osu_mbw_mr)
+    #[arg(long, value_delimiter = ',', default_value = "latency,bw,bibw,mr")]
+    tests: Vec<String>,
+    /// Messages in flight per bandwidth window
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Sender/receiver pairs of the message-rate test [default: half the cores, at least 1]
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// Embedded pair placement: `cores` (two cores sharing caches) or `packages`
+    /// (as far apart as the topology allows: other package or NUMA node when there is one)
+    #[arg(long, default_value = "cores")]
+    pair: String,
+    /// Timed samples per (mode, size) latency
+    #[arg(long, default_value_t = 40)]
+    samples: usize,
+    /// Short run for CI: few samples, small batches
+    #[arg(long)]
+    quick: bool,
+    /// Embedded: measure Open MPI's own latency and bandwidth from an `mpirun -n 2`
+    /// child in the same run (`auto`: when mpirun is found), or not (`off`)
+    #[arg(long, default_value = "auto")]
+    mpi_baseline: String,
+    /// Under mpirun: only the raw-MPI baselines (what the embedded run's child does)
+    #[arg(long, hide = true)]
+    raw_only: bool,
+    /// Write the results as JSON to this file
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the results as CSV to this file
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Draw latency and bandwidth vs size to this file (.svg or .png)
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub(crate) struct Latency {
+    pub min: f64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+/// One measurement: a (transport, mode, test, size) and its figures.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(crate) struct Record {
+    pub transport: String,
+    pub mode: String,
+    pub test: String,
+    pub size: usize,
+    /// One-way time per message (µs): min, median, p99 over samples.
+    pub latency_us: Latency,
+    /// Bytes per µs (= MB/s) at the median; both directions for `bibw`, all
+    /// pairs for `mr`.
+    pub bandwidth_mb_s: f64,
+    /// Messages per second at the median (same scope as the bandwidth).
+    pub msg_rate: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Report {
+    ranks: usize,
+    processes: usize,
+    placement: String,
+    cores: Vec<Option<usize>>,
+    eager_threshold: usize,
+    window: usize,
+    results: Vec<Record>,
+    baselines: Vec<Record>,
+}
+
+fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1024),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("not a size: {s:?}"))
+}
+
+/// Round trips per timed latency sample, by size (about 20–200 µs per sample).
+pub(crate) fn batch(size: usize, quick: bool) -> usize {
+    let b: usize = match size {
+        0..=8192 => 200,
+        8193..=65536 => 40,
+        _ => 4,
+    };
+    if quick {
+        b.div_ceil(4)
+    } else {
+        b
+    }
+}
+
+/// A latency record from per-message times (µs).
+pub(crate) fn summarize(samples: Vec<f64>, size: usize, transport: &str, mode: &str) -> Record {
+    summarize_as(samples, size, transport, mode, "latency", 1)
+}
+
+/// A record of `test` from per-message times (µs); `directions` = 2 counts the
+/// bytes of both directions (bibw).
+pub(crate) fn summarize_as(
+    mut samples: Vec<f64>,
+    size: usize,
+    transport: &str,
+    mode: &str,
+    test: &str,
+    directions: usize,
+) -> Record {
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let latency_us = Latency {
+        min: samples[0],
+        p50: pick(0.5),
+        p99: pick(0.99),
+    };
+    Record {
+        transport: transport.into(),
+        mode: mode.into(),
+        test: test.into(),
+        size,
+        latency_us,
+        bandwidth_mb_s: (directions * size) as f64 / latency_us.p50,
+        msg_rate: directions as f64 * 1e6 / latency_us.p50,
+    }
+}
+
+/// Modes of `test` among the requested ones.
+fn modes_of<'a>(test: &str, modes: &'a [String]) -> Vec<&'a str> {
+    let allowed: &[&str] = match test {
+        "bw" => &BW_MODES,
+        "bibw" => &BIBW_MODES,
+        "mr" => &MR_MODES,
+        _ => &MODES,
+    };
+    modes
+        .iter()
+        .map(String::as_str)
+        .filter(|m| allowed.contains(m))
+        .collect()
+}
+
+pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    for m in &args.modes {
+        if !MODES.contains(&m.as_str()) {
+            return Err(format!("unknown mode {m:?}; modes: {}", MODES.join(", ")).into());
+        }
+    }
+    for t in &args.tests {
+        if !TESTS.contains(&t.as_str()) {
+            return Err(format!("unknown test {t:?}; tests: {}", TESTS.join(", ")).into());
+        }
+    }
+    if args.window == 0 || args.sizes.is_empty() {
+        return Err("--window and --sizes need at least one".into());
+    }
+    let placement = match args.pair.as_str() {
+        "cores" => args.job.placement,
+        "packages" => Placement::Scatter,
+        p => return Err(format!("unknown pair placement {p:?} (cores or packages)").into()),
+    };
+    let launch = courier::Launch::detect()?;
+    let cluster = matches!(launch, courier::Launch::Parallel { processes, .. } if processes > 1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pairs = args.pairs.unwrap_or((cores / 2).max(1));
+    if pairs == 0 {
+        return Err("--pairs needs at least 1".into());
+    }
+    let wants = |t: &str| args.tests.iter().any(|x| x == t);
+    let rt = args.job.runtime().placement(placement);
+    let rt = match args.job.ranks {
+        Some(n) if n < 2 => return Err("bench p2p needs at least 2 ranks".into()),
+        None if !cluster => rt.ranks(if wants("mr") { 2 * pairs } else { 2 }),
+        _ => rt,
+    };
+    let samples = if args.quick {
+        args.samples.min(8)
+    } else {
+        args.samples.max(1)
+    };
+    // Open MPI's figures first, from a child job, while this process is idle.
+    let mut mpi_baselines = Vec::new();
+    if !cluster && args.mpi_baseline == "auto" && !args.raw_only {
+        match mpi_child::measure(args, samples) {
+            Ok(b) => mpi_baselines = b,
+            Err(e) => eprintln!("courier: note: no Open MPI baseline in this run: {e}"),
+        }
+    }
+    let first_process = match launch {
+        courier::Launch::Parallel { index, .. } => index == 0,
+        courier::Launch::Embedded => true,
+    };
+    let progress = if first_process && std::io::stderr().is_terminal() {
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let flag = CachePadded::new(AtomicU64::new(0));
+    let channels = baselines::Channels::new();
+    let reports = rt.run(|comm| {
+        let threads = comm.size() / comm.processes();
+        let mut pair_list = Vec::new();
+        if comm.processes() > 1 {
+            pair_list.push(("mpi", 0, threads));
+        }
+        if threads >= 2 && !args.raw_only {
+            pair_list.push(("shm", 0, 1));
+        }
+        let per_size: usize = ["latency", "bw", "bibw"]
+            .iter()
+            .filter(|t| wants(t))
+            .map(|t| modes_of(t, &args.modes).len())
+            .sum();
+        let mr_units = if wants("mr") {
+            modes_of("mr", &args.modes).len() * args.sizes.len()
+        } else {
+            0
+        };
+        if comm.rank() == 0 {
+            progress.set_length((pair_list.len() * per_size * args.sizes.len() + mr_units) as u64);
+        }
+        let mut out = (Vec::new(), Vec::new());
+        for (transport, a, b) in pair_list {
+            let me = comm.rank();
+            let member = (me == a || me == b).then_some(0);
+            let Some(pair) = comm.split(member, i32::from(me == b))? else {
+                continue;
+            };
+            measure_pair(
+                &pair,
+                transport,
+                args,
+                samples,
+                (&flag, &channels),
+                &progress,
+                &mut out,
+            )?;
+        }
+        if wants("mr") && !args.raw_only && comm.size() >= 2 {
+            let p = pairs.min(comm.size() / 2);
+            let transport = if comm.is_local(p)? { "shm" } else { "mpi" };
+            for &size in &args.sizes {
+                for mode in modes_of("mr", &args.modes) {
+                    progress.set_message(format!("{transport} mr {mode} {size} B, {p} pairs"));
+                    let r = bandwidth::mr(comm, transport, mode, size, args.window, p, args.quick)?;
+                    out.0.extend(r);
+                    if comm.rank() == 0 {
+                        progress.inc(1);
+                    }
+                }
+            }
+        }
+        comm.barrier()?;
+        let cores = (0..comm.size())
+            .map(|r| comm.core_of(r))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((out, cores, comm.size(), comm.processes()))
+    })?;
+    progress.finish_and_clear();
+    let Some(((results, mut baselines), cores, ranks, processes)) = reports.into_iter().next()
+    else {
+        return Ok(());
+    };
+    if results.is_empty() && baselines.is_empty() {
+        return Ok(()); // not process 0: it reports
+    }
+    baselines.extend(mpi_baselines);
+    let report = Report {
+        ranks,
+        processes,
+        placement: rt.placement_policy().to_string(),
+        cores,
+        eager_threshold: rt.eager_threshold_bytes(),
+        window: args.window,
+        results,
+        baselines,
+    };
+    if !args.raw_only {
+        println!(
+            "{ranks} ranks in {processes} process(es); pair on PUs {:?}",
+            &report.cores[..2.min(report.cores.len())]
+        );
+        output::print_tables(&report.results, &report.baselines);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        if !args.raw_only {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if let Some(path) = &args.csv {
+        std::fs::write(path, output::csv(&report.results, &report.baselines))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(path, &report.results, &report.baselines)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Every requested test, mode and size on one pair, with its baselines.
+fn measure_pair(
+    pair: &Comm,
+    transport: &'static str,
+    args: &P2pArgs,
+    samples: usize,
+    (flag, channels): (&AtomicU64, &baselines::Channels),
+    progress: &ProgressBar,
+    (results, base): &mut (Vec<Record>, Vec<Record>),
+) -> Result<()> {
+    let quick = args.quick;
+    let wants = |t: &str| args.tests.iter().any(|x| x == t);
+    if transport == "shm" {
+        base.extend(baselines::flag_baseline(pair, flag, samples, quick)?);
+    }
+    for &size in &args.sizes {
+        if transport == "shm" {
+            if pair.rank() == 0 {
+                base.push(baselines::memcpy_baseline(size, samples, quick));
+            }
+            base.extend(baselines::channel_baseline(
+                pair, channels, size, samples, quick,
+            )?);
+        } else {
+            base.extend(raw_mpi::baselines(pair, size, samples, quick)?);
+            if wants("bw") {
+                base.extend(raw_mpi::bandwidth(pair, size, args.window, quick)?);
+            }
+        }
+        if args.raw_only {
+            continue;
+        }
+        for test in ["latency", "bw", "bibw"].into_iter().filter(|t| wants(t)) {
+            for mode in modes_of(test, &args.modes) {
+                if pair.rank() == 0 {
+                    progress.set_message(format!("{transport} {test} {mode} {size} B"));
+                }
+                let r = match test {
+                    "latency" => ping_pong(pair, transport, mode, size, samples, quick)?,
+                    "bw" => bandwidth::bw(pair, transport, mode, size, args.window, quick)?,
+                    _ => bandwidth::bibw(pair, transport, mode, size, args.window, quick)?,
+                };
+                results.extend(r);
+                if pair.rank() == 0 {
+                    progress.inc(1);
+                }
+            }
+        }
+    }
+    Ok(())
+}

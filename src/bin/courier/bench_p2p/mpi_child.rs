@@ -1,0 +1,96 @@
+//! Open MPI's own figures for an embedded run: an `mpirun -n 2` child (one
+//! process per core, bound) runs only the raw rsmpi baselines before the
+//! shared-memory measurements start, and reports them as JSON.
+
+use super::{P2pArgs, Record};
+
+#[cfg(feature = "mpi")]
+pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, String> {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let mpirun = ["mpirun", "mpiexec"]
+        .into_iter()
+        .find(|m| {
+            Command::new(m)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .ok_or("no mpirun or mpiexec on PATH")?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let tmp = std::env::temp_dir();
+    let json = tmp.join(format!("courier-mpi-baseline-{}.json", std::process::id()));
+    let log = tmp.join(format!("courier-mpi-baseline-{}.log", std::process::id()));
+    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let sizes: Vec<String> = args.sizes.iter().map(usize::to_string).collect();
+    let tests = if args.tests.iter().any(|t| t == "bw") {
+        "latency,bw"
+    } else {
+        "latency"
+    };
+    let mut cmd = Command::new(mpirun);
+    cmd.args(["-n", "2", "--bind-to", "core"])
+        .arg(exe)
+        .args([
+            "bench",
+            "p2p",
+            "--raw-only",
+            "--mpi-baseline",
+            "off",
+            "--tests",
+            tests,
+        ])
+        .args(["--sizes", &sizes.join(",")])
+        .args([
+            "--samples",
+            &samples.to_string(),
+            "--window",
+            &args.window.to_string(),
+        ])
+        .arg("--json")
+        .arg(&json)
+        .env("COURIER_THREADS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    if args.quick {
+        cmd.arg("--quick");
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("{mpirun}: {e}"))?;
+    // A child that hangs must not hang the benchmark.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let status = loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(s) => break s,
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                return Err(format!("{mpirun} -n 2 did not finish in 15 minutes"));
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    if !status.success() {
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(format!("{mpirun} -n 2 failed ({status}): {last}"));
+    }
+    let text = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&json);
+    let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    serde_json::from_value::<Vec<Record>>(report["baselines"].clone())
+        .map(|b| b.into_iter().filter(|r| r.transport == "mpi-raw").collect())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "mpi"))]
+pub(crate) fn measure(_: &P2pArgs, _: usize) -> Result<Vec<Record>, String> {
+    Err("built without the mpi feature".into())
+}
