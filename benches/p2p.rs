@@ -14,7 +14,18 @@ use std::time::{Duration, Instant};
 use courier::{Comm, Result, BSEND_OVERHEAD};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-const MODES: [&str; 6] = ["send", "bsend", "ssend", "rsend", "isend", "send-owned"];
+const MODES: [&str; 10] = [
+    "send",
+    "bsend",
+    "ssend",
+    "rsend",
+    "isend",
+    "ibsend",
+    "issend",
+    "irsend",
+    "sendrecv",
+    "send-owned",
+];
 const SIZES: [usize; 4] = [8, 1024, 64 * 1024, 1024 * 1024];
 const STOP: u64 = u64::MAX;
 
@@ -47,7 +58,8 @@ fn round_trips(comm: &Comm, mode: &str, size: usize, iters: u64) -> Result<Durat
     let sbuf = vec![1u8; size];
     let mut rbuf = vec![0u8; size];
     let mut owned = Some(vec![0u8; size]);
-    if mode == "bsend" {
+    let buffered = mode == "bsend" || mode == "ibsend";
+    if buffered {
         comm.attach_buffer(2 * (size + BSEND_OVERHEAD))?;
     }
     comm.barrier()?;
@@ -62,20 +74,27 @@ fn round_trips(comm: &Comm, mode: &str, size: usize, iters: u64) -> Result<Durat
                 let (v, _) = comm.recv_owned::<u8>(peer, 0)?;
                 comm.send_owned(v, peer, 0)?;
             }
-            ("rsend", _) => {
+            ("sendrecv", _) => {
+                comm.sendrecv(&sbuf, peer, 0, &mut rbuf, peer, 0)?;
+            }
+            ("rsend" | "irsend", _) => {
                 // Post the receive and say so (a 0-byte message), so the peer's
                 // ready send is legal; this bench therefore also times that notice.
                 comm.scope(|s| {
                     let r = s.irecv(&mut rbuf, peer, 0)?;
                     comm.send::<u8>(&[], peer, 1)?;
+                    let rsend = || match mode {
+                        "rsend" => comm.rsend(&sbuf, peer, 0),
+                        _ => comm.scope(|s| s.irsend(&sbuf, peer, 0)?.wait().map(drop)),
+                    };
                     if me == 0 {
                         comm.recv::<u8>(&mut [], peer, 1)?;
-                        comm.rsend(&sbuf, peer, 0)?;
+                        rsend()?;
                         r.wait()?;
                     } else {
                         r.wait()?;
                         comm.recv::<u8>(&mut [], peer, 1)?;
-                        comm.rsend(&sbuf, peer, 0)?;
+                        rsend()?;
                     }
                     Ok::<_, courier::Error>(())
                 })?;
@@ -85,6 +104,8 @@ fn round_trips(comm: &Comm, mode: &str, size: usize, iters: u64) -> Result<Durat
                     "send" => c.send(&sbuf, peer, 0),
                     "bsend" => c.bsend(&sbuf, peer, 0),
                     "ssend" => c.ssend(&sbuf, peer, 0),
+                    "ibsend" => c.scope(|s| s.ibsend(&sbuf, peer, 0)?.wait().map(drop)),
+                    "issend" => c.scope(|s| s.issend(&sbuf, peer, 0)?.wait().map(drop)),
                     _ => c.scope(|s| s.isend(&sbuf, peer, 0)?.wait().map(drop)),
                 };
                 if me == 0 {
@@ -98,7 +119,7 @@ fn round_trips(comm: &Comm, mode: &str, size: usize, iters: u64) -> Result<Durat
         }
     }
     let elapsed = start.elapsed();
-    if mode == "bsend" {
+    if buffered {
         comm.detach_buffer()?;
     }
     Ok(elapsed)

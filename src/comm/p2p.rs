@@ -18,7 +18,7 @@ use bytemuck::Pod;
 use crate::matching::{Envelope, Pattern};
 use crate::sync::{Completion, Peer};
 use crate::transport::mpi::{Mpi, SendMode};
-use crate::transport::shm::{Body, Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
+use crate::transport::shm::{Body, Elem, FastboxRecv, Mode, RecvBuf, RecvOutcome, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
 /// Where a posted receive is registered: the shared-memory mailbox, the MPI
@@ -36,6 +36,12 @@ pub(crate) enum Posted {
 }
 
 use super::check_tag;
+
+/// How many spins a blocking receive from one rank of this process watches
+/// that rank's fastbox before it posts itself (then it waits as posted): the
+/// tiny-message fast path. A ready send aimed at a receive still in this phase
+/// finds nothing posted (see the README's point-to-point contract).
+const UNPOSTED_SPINS: u32 = 2048;
 
 /// A message claimed by a matched probe ([`Comm::mprobe`]): no other receive can
 /// take it; receive it with [`mrecv`](Message::mrecv) (on any thread of the rank).
@@ -440,7 +446,7 @@ impl Comm {
             // SAFETY: an alias of `dst`, which `recv_fastbox` only fills when it
             // returns `Some` (then `dst` is not used again).
             let direct = unsafe { dst.alias() };
-            let spins = self.world.live.spin_budget();
+            let spins = self.world.live.spin_budget().min(UNPOSTED_SPINS);
             if let Some(r) = self
                 .world
                 .shm
@@ -465,7 +471,20 @@ impl Comm {
         }
         match self.post_recv(pat, dst)? {
             Posted::Done(r) => r,
-            Posted::Pending { id, done } => self.settle_recv(id, &done, self.source_peer(&pat)?),
+            Posted::Pending { id, done } => {
+                let source = self.source_peer(&pat)?;
+                // A blocking receive from one local rank may take that rank's
+                // fastbox message itself (see `Shm::take_fastbox_for`).
+                let fast = match (source.and_then(|p| p.local), id.shm) {
+                    (Some(from), Some(shm_id)) => Some(FastboxRecv {
+                        from,
+                        id: shm_id,
+                        pat,
+                    }),
+                    _ => None,
+                };
+                self.settle_recv(id, &done, source, fast)
+            }
         }
     }
 
@@ -625,11 +644,15 @@ impl Comm {
         id: RecvId,
         done: &Arc<Completion>,
         source: Option<Peer>,
+        fast: Option<FastboxRecv>,
     ) -> Result<Status> {
         let me = self.me();
         let waited = match &self.world.mpi {
             Some(_) => self.cluster_wait(source, || done.outcome().map(Ok)),
-            None => self.world.shm.wait_recv(me, done, &self.world.live, source),
+            None => self
+                .world
+                .shm
+                .wait_recv(me, done, &self.world.live, source, fast),
         };
         match waited {
             Ok(outcome) => outcome,

@@ -75,12 +75,13 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     if !status.success() {
-        let last = stderr
+        // Open MPI frames its messages in dashes: quote the first line of words.
+        let said = stderr
             .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .find(|l| l.chars().any(char::is_alphabetic))
             .unwrap_or("");
-        return Err(format!("{mpirun} -n 2 failed ({status}): {last}"));
+        return Err(format!("{mpirun} -n 2 failed ({status}): {said}"));
     }
     let text = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&json);
