@@ -199,7 +199,7 @@ fn launch_all() {
         "--sizes",
         "8,1M",
         "--tests",
-        "latency,bw",
+        "latency,bw,bibw",
         "--window",
         "8",
         "--json",
@@ -225,9 +225,9 @@ fn launch_all() {
             let raw = v["baselines"].as_array().map_or(0, |b| {
                 b.iter().filter(|x| x["transport"] == "mpi-raw").count()
             });
-            // (10 latency + 9 bw modes) x 2 sizes per transport; (4 raw
-            // latency modes + the raw isend window) x 2 sizes.
-            if ok && count("mpi") == 38 && count("shm") == 38 && raw == 10 {
+            // (10 latency + 9 bw + 5 bibw modes) x 2 sizes per transport;
+            // (4 raw latency modes + the raw isend window) x 2 sizes.
+            if ok && count("mpi") == 48 && count("shm") == 48 && raw == 10 {
                 Ok(())
             } else {
                 Err(format!(

@@ -193,7 +193,10 @@ pub(crate) fn bibw(
     let sbuf = vec![1u8; size];
     let mut rbufs = vec![vec![0u8; size]; w];
     if is_buffered(mode) {
-        comm.attach_buffer(w * (size + BSEND_OVERHEAD))?;
+        // Two windows: a rank may start its next window while its last one is
+        // still stored (its peer has not drained it yet); the one before that
+        // has been received, or the peer could not have sent its last window.
+        comm.attach_buffer(2 * w * (size + BSEND_OVERHEAD))?;
     }
     let mut times = Vec::new();
     comm.barrier()?;
