@@ -12,20 +12,12 @@ use std::time::Instant;
 
 use courier::{wait_all, Comm, Request, Result, BSEND_OVERHEAD};
 
-use super::{summarize_as, Record, TAG};
+use super::{is_buffered, is_ready, summarize_as, Record, TAG};
 
-/// Modes measured by `bw` (every mode but `sendrecv`, which is bidirectional).
-pub(crate) const BW_MODES: [&str; 9] = [
-    "send",
-    "bsend",
-    "ssend",
-    "rsend",
-    "isend",
-    "ibsend",
-    "issend",
-    "irsend",
-    "send-owned",
-];
+/// Modes measured by `bw`: every mode but `sendrecv`, which is bidirectional.
+pub(crate) fn bw_measures(mode: &str) -> bool {
+    mode != "sendrecv"
+}
 /// Modes measured by `bibw`: both ranks send a window at once, so only the
 /// nonblocking modes (a blocking synchronous window both ways would deadlock)
 /// and `sendrecv`.
@@ -45,14 +37,6 @@ pub(crate) fn windows(size: usize, quick: bool) -> usize {
     }
 }
 
-fn is_ready(mode: &str) -> bool {
-    mode == "rsend" || mode == "irsend"
-}
-
-fn is_buffered(mode: &str) -> bool {
-    mode == "bsend" || mode == "ibsend"
-}
-
 /// Starts one nonblocking send of `mode`.
 fn start<'s>(
     s: &'s courier::Scope<'s, '_>,
@@ -66,6 +50,18 @@ fn start<'s>(
         "irsend" => s.irsend(buf, dest, TAG),
         _ => s.isend(buf, dest, TAG),
     }
+}
+
+/// Posts one receive per buffer of the window (all from `peer`).
+fn post_window<'s>(
+    s: &'s courier::Scope<'s, '_>,
+    rbufs: &'s mut [Vec<u8>],
+    peer: usize,
+) -> Result<Vec<Request<'s>>> {
+    rbufs
+        .iter_mut()
+        .map(|b| s.irecv(&mut b[..], peer, TAG))
+        .collect()
 }
 
 /// Sends one window of `w` messages of `mode` from `sbuf` (or the owned buffers).
@@ -159,10 +155,7 @@ pub(crate) fn bw(
             }
         } else {
             comm.scope(|s| {
-                let mut reqs = rbufs
-                    .iter_mut()
-                    .map(|b| s.irecv(&mut b[..], peer, TAG))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut reqs = post_window(s, &mut rbufs, peer)?;
                 if is_ready(mode) {
                     comm.send(&token, peer, TAG_ACK)?;
                 }
@@ -208,10 +201,7 @@ pub(crate) fn bibw(
             }
         } else {
             comm.scope(|s| {
-                let mut reqs = rbufs
-                    .iter_mut()
-                    .map(|b| s.irecv(&mut b[..], peer, TAG))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut reqs = post_window(s, &mut rbufs, peer)?;
                 if is_ready(mode) {
                     // Each side's receives are posted before the other sends.
                     let mut theirs = [0u8; 1];
@@ -270,10 +260,7 @@ pub(crate) fn mr(
             comm.recv(&mut token, peer, TAG_ACK)?;
         } else if receiver {
             comm.scope(|s| {
-                let mut reqs = rbufs
-                    .iter_mut()
-                    .map(|b| s.irecv(&mut b[..], peer, TAG))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut reqs = post_window(s, &mut rbufs, peer)?;
                 wait_all(&mut reqs).map(drop)
             })?;
             comm.send(&token, peer, TAG_ACK)?;

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use courier::{Comm, Result, BSEND_OVERHEAD};
 
-use super::{batch, summarize, Record, TAG};
+use super::{batch, is_buffered, is_ready, summarize, Record, TAG};
 
 /// Times one (mode, size) ping-pong between ranks 0 and 1; `Some` on rank 0.
 pub(crate) fn ping_pong(
@@ -20,17 +20,13 @@ pub(crate) fn ping_pong(
     let b = batch(size, quick);
     let sbuf = vec![me as u8; size];
     let mut rbuf = vec![0u8; size];
-    let mut spare = if mode == "rsend" || mode == "irsend" {
-        vec![0u8; size]
-    } else {
-        vec![]
-    };
+    let ready = is_ready(mode);
+    let mut spare = if ready { vec![0u8; size] } else { vec![] };
     let mut owned = Some(vec![0u8; size]);
-    if mode == "bsend" || mode == "ibsend" {
+    if is_buffered(mode) {
         comm.attach_buffer(2 * (size + BSEND_OVERHEAD))?;
     }
     // Ready modes: rank 1 pre-posts its first receive before the barrier.
-    let ready = mode == "rsend" || mode == "irsend";
     comm.barrier()?;
     let mut times = Vec::with_capacity(samples);
     let warmup = 2;
@@ -49,7 +45,7 @@ pub(crate) fn ping_pong(
         }
         comm.barrier()?;
     }
-    if mode == "bsend" || mode == "ibsend" {
+    if is_buffered(mode) {
         comm.detach_buffer()?;
     }
     Ok((me == 0).then(|| summarize(times, size, transport, mode)))

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::{raw_mpi, JobArgs};
 #[cfg_attr(not(feature = "mpi"), allow(unused_imports))]
 pub(crate) use bandwidth::windows;
-use bandwidth::{BIBW_MODES, BW_MODES, MR_MODES};
+use bandwidth::{bw_measures, BIBW_MODES, MR_MODES};
 pub(crate) use latency::ping_pong;
 
 const MODES: [&str; 10] = [
@@ -201,18 +201,28 @@ pub(crate) fn summarize_as(
     }
 }
 
-/// Modes of `test` among the requested ones.
+/// Ready modes: the receiver must have posted first.
+pub(crate) fn is_ready(mode: &str) -> bool {
+    mode == "rsend" || mode == "irsend"
+}
+
+/// Buffered modes: the sender needs an attached buffer.
+pub(crate) fn is_buffered(mode: &str) -> bool {
+    mode == "bsend" || mode == "ibsend"
+}
+
+/// Modes of `test` among the requested ones (all of them validated).
 fn modes_of<'a>(test: &str, modes: &'a [String]) -> Vec<&'a str> {
-    let allowed: &[&str] = match test {
-        "bw" => &BW_MODES,
-        "bibw" => &BIBW_MODES,
-        "mr" => &MR_MODES,
-        _ => &MODES,
+    let measures = |m: &str| match test {
+        "bw" => bw_measures(m),
+        "bibw" => BIBW_MODES.contains(&m),
+        "mr" => MR_MODES.contains(&m),
+        _ => true,
     };
     modes
         .iter()
         .map(String::as_str)
-        .filter(|m| allowed.contains(m))
+        .filter(|m| measures(m))
         .collect()
 }
 
