@@ -18,7 +18,7 @@ use bytemuck::Pod;
 use crate::matching::{Envelope, Pattern};
 use crate::sync::{Completion, Peer};
 use crate::transport::mpi::{Mpi, SendMode};
-use crate::transport::shm::{Body, Elem, FastboxRecv, Mode, RecvBuf, RecvOutcome, SendOutcome};
+use crate::transport::shm::{Body, Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
 /// Where a posted receive is registered: the shared-memory mailbox, the MPI
@@ -471,20 +471,7 @@ impl Comm {
         }
         match self.post_recv(pat, dst)? {
             Posted::Done(r) => r,
-            Posted::Pending { id, done } => {
-                let source = self.source_peer(&pat)?;
-                // A blocking receive from one local rank may take that rank's
-                // fastbox message itself (see `Shm::take_fastbox_for`).
-                let fast = match (source.and_then(|p| p.local), id.shm) {
-                    (Some(from), Some(shm_id)) => Some(FastboxRecv {
-                        from,
-                        id: shm_id,
-                        pat,
-                    }),
-                    _ => None,
-                };
-                self.settle_recv(id, &done, source, fast)
-            }
+            Posted::Pending { id, done } => self.settle_recv(id, &done, self.source_peer(&pat)?),
         }
     }
 
@@ -644,15 +631,11 @@ impl Comm {
         id: RecvId,
         done: &Arc<Completion>,
         source: Option<Peer>,
-        fast: Option<FastboxRecv>,
     ) -> Result<Status> {
         let me = self.me();
         let waited = match &self.world.mpi {
             Some(_) => self.cluster_wait(source, || done.outcome().map(Ok)),
-            None => self
-                .world
-                .shm
-                .wait_recv(me, done, &self.world.live, source, fast),
+            None => self.world.shm.wait_recv(me, done, &self.world.live, source),
         };
         match waited {
             Ok(outcome) => outcome,

@@ -300,7 +300,7 @@ impl Request<'_> {
             State::Send { dest, done, status } => {
                 self.comm.settle_send(dest, &done).map(|()| status)
             }
-            State::Recv { id, done, source } => self.comm.settle_recv(id, &done, source, None),
+            State::Recv { id, done, source } => self.comm.settle_recv(id, &done, source),
             State::Inactive => Err(Error::InactiveRequest),
         }
     }

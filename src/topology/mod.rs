@@ -354,16 +354,6 @@ pub(crate) fn pin_current(pu: Option<usize>) -> Binding {
     }
 }
 
-/// The CPU the calling thread last ran on, from `/proc/thread-self/stat`
-/// (field 39), for backends without a call of their own.
-#[cfg_attr(feature = "hwloc", allow(dead_code))]
-fn last_cpu_from_proc() -> Option<usize> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // The command name (field 2) may hold spaces: count from after its ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(39 - 3)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

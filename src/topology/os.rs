@@ -63,5 +63,14 @@ pub(super) fn read_binding() -> (Vec<usize>, Option<usize>) {
     let cpuset = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_default();
-    (cpuset, super::last_cpu_from_proc())
+    (cpuset, last_cpu_from_proc())
+}
+
+/// The CPU the calling thread last ran on, from `/proc/thread-self/stat`
+/// (field 39), for backends without a call of their own.
+fn last_cpu_from_proc() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(39 - 3)?.parse().ok()
 }

@@ -289,16 +289,6 @@ pub(crate) enum SendOutcome {
     NotReady,
 }
 
-/// A blocking receive from one local rank, for [`Shm::wait_recv`]'s fast path.
-pub(crate) struct FastboxRecv {
-    /// The sender's index in this process.
-    pub from: usize,
-    /// The receive's id as posted.
-    pub id: u64,
-    /// What it accepts.
-    pub pat: Pattern,
-}
-
 /// How posting a receive went.
 pub(crate) enum RecvOutcome {
     /// Matched an arrived message at once.
@@ -424,52 +414,6 @@ impl Shm {
         None
     }
 
-    /// While `me` waits in a blocking receive (posted as `fast.id`) from local
-    /// rank `fast.from` only: takes that rank's fastbox message straight into the
-    /// receive, without draining it into the matching engine first. Only when
-    /// the receive is the one thing posted or queued at `me` (so nothing could
-    /// come before the message or claim it), and without waiting for the lock
-    /// (a sender holding it may be draining this very slot, waiting for our
-    /// claim: we step back instead). `true` if the receive was completed.
-    fn take_fastbox_for(&self, me: usize, fast: &FastboxRecv) -> bool {
-        let Some(fb) = &self.fastboxes else {
-            return false;
-        };
-        let mailbox = &self.mailboxes[me];
-        if mailbox.queued.load(Acquire) != 1 {
-            return false;
-        }
-        let Some(taken) = fb.claim(fast.from, me) else {
-            return false;
-        };
-        let locked = match mailbox.inbox.try_lock() {
-            Ok(g) => Some(g),
-            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        };
-        let Some(inbox) = locked else {
-            fb.unclaim(fast.from, me);
-            return false;
-        };
-        let mut inbox = InboxGuard {
-            inbox,
-            queued: &mailbox.queued,
-        };
-        let posted = (inbox.matcher.len() == 1 && fast.pat.matches(&taken.env))
-            .then(|| inbox.matcher.remove_posted(|p| p.id == fast.id))
-            .flatten();
-        drop(inbox);
-        let Some(posted) = posted else {
-            fb.unclaim(fast.from, me);
-            return false;
-        };
-        fb.release(fast.from, me);
-        posted
-            .done
-            .complete(posted.dst.fill(taken.bytes(), &taken.env));
-        true
-    }
-
     /// Drains `me`'s fastboxes if any holds a message (cheap when none does).
     pub fn progress(&self, me: usize) {
         if self.fastboxes.as_ref().is_some_and(|fb| fb.any_full(me)) {
@@ -487,12 +431,9 @@ impl Shm {
         done: &Completion,
         live: &Liveness,
         peer: Option<Peer>,
-        fast: Option<FastboxRecv>,
     ) -> Result<Result<Status>> {
         self.wait_arrival(me, live, peer, || {
-            if !fast.as_ref().is_some_and(|f| self.take_fastbox_for(me, f)) {
-                self.progress(me);
-            }
+            self.progress(me);
             done.outcome()
         })
     }
