@@ -1,7 +1,16 @@
-//! The `courier` command: runtime info and benchmarks.
+//! The `courier` command: runtime info, benchmarks and the kernels.
 
 mod bench_p2p;
+mod figure;
+mod gossip;
 mod info;
+/// The kernels crate, compiled into the binary from its source: it depends on
+/// the courier library, which is this binary's own package, so the binary
+/// cannot depend on it as a crate (Cargo forbids the cycle). Same code, same
+/// `#![forbid(unsafe_code)]`; its paths are all relative, so it builds either way.
+#[path = "../../../kernels/src/lib.rs"]
+#[allow(dead_code)]
+mod kernels;
 #[cfg(feature = "mpi")]
 mod raw_mpi;
 #[cfg(not(feature = "mpi"))]
@@ -16,7 +25,7 @@ use courier::{Placement, Runtime};
 #[command(
     name = "courier",
     version,
-    about = "MPI-style messaging runtime: info, topology and benchmarks"
+    about = "MPI-style messaging runtime: info, topology, benchmarks and kernels"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -68,6 +77,8 @@ enum Command {
     Info(info::InfoArgs),
     /// The machine's topology, the placement plan, and each rank's binding read back
     Topo(topo::TopoArgs),
+    /// Run a gossip kernel (anti-entropy, rumor, flooding, push-sum, kv) against theory
+    Gossip(gossip::GossipArgs),
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -86,6 +97,7 @@ fn main() {
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Topo(args) => topo::run(&args),
+        Command::Gossip(args) => gossip::run(&args),
         Command::Bench {
             which: Bench::P2p(args),
         } => bench_p2p::run(&args),
