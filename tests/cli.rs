@@ -183,3 +183,131 @@ fn a_process_that_is_not_really_one_of_several_says_so_instead_of_running_alone(
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("started by Open MPI mpirun as a single process"));
 }
+
+#[test]
+fn gossip_writes_the_documented_json_and_a_plot() {
+    let (json_path, svg_path) = (tmp("gossip.json"), tmp("gossip.svg"));
+    let out = courier(&[
+        "gossip",
+        "--protocol",
+        "pull",
+        "--nodes",
+        "5000",
+        "-n",
+        "3",
+        "--json",
+        json_path.to_str().unwrap(),
+        "--plot",
+        svg_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("gossip pull") && text.contains("contacts per s"),
+        "{text}"
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    for key in [
+        "protocol",
+        "model",
+        "nodes",
+        "ranks",
+        "seed",
+        "rounds",
+        "residue",
+        "messages_per_node",
+        "ignorant_per_round",
+        "t_avg",
+        "t_last",
+        "wall_s",
+        "contacts_per_s",
+    ] {
+        assert!(v.get(key).is_some(), "no {key} in {v}");
+    }
+    assert_eq!(
+        (v["protocol"].as_str(), v["ranks"].as_u64()),
+        (Some("pull"), Some(3))
+    );
+    // The curve beside its recurrence, same length.
+    let measured = v["ignorant_per_round"].as_array().unwrap().len();
+    assert_eq!(
+        v["theory"]["ignorant_per_round"].as_array().unwrap().len(),
+        measured
+    );
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("theory"),
+        "not an SVG with the theory curve"
+    );
+    std::fs::remove_file(json_path).ok();
+    std::fs::remove_file(svg_path).ok();
+}
+
+#[test]
+fn gossip_trials_report_mean_and_standard_deviation() {
+    let out = courier(&[
+        "gossip",
+        "--protocol",
+        "rumor",
+        "--model",
+        "async",
+        "--p-stop",
+        "0.5",
+        "--nodes",
+        "2000",
+        "--trials",
+        "4",
+        "-n",
+        "2",
+        "--json",
+        "-",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON");
+    assert_eq!(v["runs"].as_array().unwrap().len(), 4);
+    let seeds: Vec<u64> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds, [1, 2, 3, 4]);
+    let residue = &v["mean_std"]["residue"];
+    assert!(residue["mean"].as_f64().unwrap() > 0.0 && residue["std"].as_f64().unwrap() > 0.0);
+    assert!((v["theory_residue"].as_f64().unwrap() - 0.059520).abs() < 1e-6);
+}
+
+#[test]
+fn gossip_rejects_bad_arguments_with_a_message() {
+    for args in [
+        &["gossip", "--protocol", "gossipy"][..],
+        &["gossip", "--protocol", "push", "--nodes", "1"][..],
+        &["gossip", "--protocol", "push", "--loss", "1.5"][..],
+        &["gossip", "--protocol", "flood", "--overlay", "regular:3"][..],
+        &[
+            "gossip",
+            "--protocol",
+            "rumor",
+            "--p-stop",
+            "0.5",
+            "--k",
+            "2",
+        ][..],
+    ] {
+        let out = courier(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.trim().is_empty(), "{args:?}: no message");
+    }
+}

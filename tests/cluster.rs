@@ -191,6 +191,61 @@ fn launch_all() {
             }
         }),
     );
+    // Gossip across processes (2 × 2 ranks: MPI and shared memory) gives what
+    // one embedded rank gives for the same seed: the kernels do not depend on
+    // the rank count, nor on the transport.
+    for protocol in [
+        &[
+            "--protocol",
+            "push-pull",
+            "--loss",
+            "0.1",
+            "--crash",
+            "0.05",
+        ][..],
+        &["--protocol", "rumor", "--model", "async", "--loss", "0.1"][..],
+        &["--protocol", "kv", "--loss", "0.2"][..],
+    ] {
+        let args = [
+            &["gossip", "--nodes", "3000", "--seed", "5", "--json", "-"][..],
+            protocol,
+        ]
+        .concat();
+        let embedded = Command::new(info)
+            .args(&args)
+            .args(["-n", "1"])
+            .output()
+            .map_err(|e| e.to_string())
+            .and_then(|o| {
+                serde_json::from_slice::<serde_json::Value>(&o.stdout).map_err(|e| e.to_string())
+            });
+        let out = mpirun(2, &[("COURIER_THREADS", "2")], info, &args);
+        check(
+            format!(
+                "gossip_{}_under_mpirun_matches_one_embedded_rank",
+                protocol[1]
+            ),
+            out.and_then(|(ok, stdout, stderr)| {
+                let v: serde_json::Value = serde_json::from_str(&stdout)
+                    .map_err(|e| format!("{e}: {stdout}\n{stderr}"))?;
+                let e = embedded.clone()?;
+                let same = [
+                    "rounds",
+                    "residue",
+                    "messages_per_node",
+                    "ignorant_per_round",
+                    "kv",
+                ]
+                .iter()
+                .all(|k| v[k] == e[k]);
+                if ok && v["ranks"] == 4 && e["ranks"] == 1 && same {
+                    Ok(())
+                } else {
+                    Err(format!("exit ok: {ok}\n{stdout}\n{stderr}\nembedded: {e}"))
+                }
+            }),
+        );
+    }
     let json = std::env::temp_dir().join(format!("courier-bench-{}.json", std::process::id()));
     let args = [
         "bench",

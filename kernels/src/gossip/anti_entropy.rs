@@ -4,8 +4,9 @@
 //!
 //! Per round and pair of ranks: one batch of requests (4 bytes per contact: the
 //! callee's local index, the caller's "I have it" bit on top) and, for pull,
-//! one batch of one-byte answers in the same order. The caller side does not
-//! remember who asked: it draws the same targets again to read the answers,
+//! one batch of one-byte answers in the same order, for the callers that do not
+//! have the update yet. The caller side does not remember who asked: its nodes
+//! still without the update draw the same targets again to read the answers,
 //! which keeps the kernel at a few bytes per node.
 
 use courier::{Comm, Result};
@@ -19,11 +20,20 @@ const ANSWERS: i32 = 2;
 const HAS: u32 = 1 << 31;
 
 pub(crate) fn run(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outcome> {
-    let (push, pull) = match cfg.protocol {
-        Protocol::Push => (true, false),
-        Protocol::Pull => (false, true),
-        _ => (true, true),
-    };
+    match cfg.protocol {
+        Protocol::Push => rounds::<true, false>(comm, nodes, cfg),
+        Protocol::Pull => rounds::<false, true>(comm, nodes, cfg),
+        _ => rounds::<true, true>(comm, nodes, cfg),
+    }
+}
+
+/// The rounds, compiled once per (push, pull) pair so the contact loop has no
+/// protocol branches.
+fn rounds<const PUSH: bool, const PULL: bool>(
+    comm: &Comm,
+    nodes: &Nodes,
+    cfg: &Config,
+) -> Result<Outcome> {
     let (n, me, lo, len) = (nodes.n, nodes.rank, nodes.lo, nodes.len());
     let source = cfg.source();
     let crashed = Crashed::new(nodes, cfg.seed, cfg.crash, source);
@@ -74,13 +84,13 @@ pub(crate) fn run(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outcome> {
             if crashed.has(j) {
                 continue;
             }
-            if pull {
+            if PULL {
                 messages += 1;
                 if first[i] == NEVER && first[j] < r && !lost(u, round, true) {
                     first[i] = r;
                 }
             }
-            if push && has && first[j] == NEVER {
+            if PUSH && has && first[j] == NEVER {
                 first[j] = r;
             }
         }
@@ -92,26 +102,31 @@ pub(crate) fn run(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outcome> {
                 for &w in batch {
                     let j = (w & !HAS) as usize;
                     let alive = !crashed.has(j);
-                    if pull {
-                        // Answer from the state at the start of the round.
-                        answers[q].push(u8::from(alive && first[j] < r));
+                    if PULL {
+                        // Answer from the state at the start of the round; a
+                        // caller that has the update is answered too (counted)
+                        // but the answer cannot change it, so it is not carried.
                         messages += u64::from(alive);
+                        if w & HAS == 0 {
+                            answers[q].push(u8::from(alive && first[j] < r));
+                        }
                     }
-                    if push && alive && w & HAS != 0 && first[j] == NEVER {
+                    if PUSH && alive && w & HAS != 0 && first[j] == NEVER {
                         first[j] = r;
                     }
                 }
             }
-            if pull {
+            if PULL {
                 peak = peak.max(bytes_of(&requests) + bytes_of(&incoming) + bytes_of(&answers));
                 drop(incoming);
                 let back = exchange(comm, ANSWERS, &mut answers)?;
                 peak = peak.max(bytes_of(&requests) + bytes_of(&answers) + bytes_of(&back));
                 cursor.fill(0);
                 // The same draws as above, in the same order, pair each answer
-                // with the node that asked.
+                // with the node that asked (nodes that had the update at the
+                // start of the round were not answered).
                 for (i, f) in first.iter_mut().enumerate() {
-                    if crashed.has(i) {
+                    if *f < r || crashed.has(i) {
                         continue;
                     }
                     let u = lo + i as u64;
