@@ -246,6 +246,68 @@ fn launch_all() {
             }),
         );
     }
+    // Ordered multicast across processes: every order and algorithm verified
+    // (the command exits non-zero otherwise), and a broken order caught.
+    let json = std::env::temp_dir().join(format!("courier-mc-{}.json", std::process::id()));
+    let out = mpirun(
+        2,
+        &[("COURIER_THREADS", "2")],
+        info,
+        &[
+            "multicast",
+            "--compare",
+            "--messages",
+            "300",
+            "--delay-us",
+            "50",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    check(
+        "multicast_every_order_verified_across_processes".into(),
+        out.and_then(|(ok, stdout, stderr)| {
+            let report = std::fs::read_to_string(&json).unwrap_or_default();
+            let _ = std::fs::remove_file(&json);
+            let v: serde_json::Value =
+                serde_json::from_str(&report).map_err(|e| format!("{e}: {stdout}\n{stderr}"))?;
+            let runs = v.as_array().map_or(0, Vec::len);
+            let all = v.as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|r| r["verified"] == true && r["ranks"] == 4 && r["delivered"] == 1200)
+            });
+            if ok && runs == 7 && all {
+                Ok(())
+            } else {
+                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
+            }
+        }),
+    );
+    let out = mpirun(
+        2,
+        &[("COURIER_THREADS", "2")],
+        info,
+        &[
+            "multicast",
+            "--order",
+            "causal",
+            "--sabotage",
+            "--messages",
+            "300",
+            "--delay-us",
+            "300",
+        ],
+    );
+    check(
+        "multicast_broken_order_fails_the_job_with_the_divergence".into(),
+        out.and_then(|(ok, stdout, stderr)| {
+            if !ok && stderr.contains("NOT verified") && stderr.contains("causal") {
+                Ok(())
+            } else {
+                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
+            }
+        }),
+    );
     let json = std::env::temp_dir().join(format!("courier-bench-{}.json", std::process::id()));
     let args = [
         "bench",

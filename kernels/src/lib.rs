@@ -11,3 +11,5 @@
 #![deny(missing_docs)]
 
 pub mod gossip;
+pub mod multicast;
+mod rng;

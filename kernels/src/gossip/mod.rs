@@ -31,7 +31,7 @@ mod flood;
 mod kv;
 mod nodes;
 mod push_sum;
-mod rng;
+use super::rng;
 mod rumor;
 pub mod simulate;
 pub mod theory;

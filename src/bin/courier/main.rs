@@ -11,6 +11,7 @@ mod info;
 #[path = "../../../kernels/src/lib.rs"]
 #[allow(dead_code)]
 mod kernels;
+mod multicast;
 #[cfg(feature = "mpi")]
 mod raw_mpi;
 #[cfg(not(feature = "mpi"))]
@@ -79,6 +80,8 @@ enum Command {
     Topo(topo::TopoArgs),
     /// Run a gossip kernel (anti-entropy, rumor, flooding, push-sum, kv) against theory
     Gossip(gossip::GossipArgs),
+    /// Run an ordered-multicast kernel (total, causal, fifo, none), verified
+    Multicast(multicast::MulticastArgs),
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -98,6 +101,7 @@ fn main() {
         Command::Info(args) => info::run(&args),
         Command::Topo(args) => topo::run(&args),
         Command::Gossip(args) => gossip::run(&args),
+        Command::Multicast(args) => multicast::run(&args),
         Command::Bench {
             which: Bench::P2p(args),
         } => bench_p2p::run(&args),
