@@ -13,7 +13,7 @@ use courier::{Comm, Result};
 
 use super::nodes::{exchange, sum, Crashed, Nodes};
 use super::rng::{other, purpose, Stream};
-use super::{heard, Config, Outcome, Protocol, NEVER};
+use super::{heard, unreached, Config, Outcome, Protocol, NEVER};
 
 const REQUESTS: i32 = 1;
 const ANSWERS: i32 = 2;
@@ -143,12 +143,10 @@ fn rounds<const PUSH: bool, const PULL: bool>(
                 }
             }
         }
-        let left = (0..len)
-            .filter(|&i| first[i] == NEVER && !crashed.has(i))
-            .count() as u64;
+        let left = unreached(&first, &crashed);
         ignorant.push(sum(comm, [left])?[0]);
     }
-    let (heard_sum, heard_last, _) = heard(comm, &first, &crashed)?;
+    let (heard_sum, heard_last) = heard(comm, &first, &crashed)?;
     let [messages, contacts] = sum(comm, [messages, contacts])?;
     let state = first.capacity() * 2 + len.div_ceil(8) + cursor.capacity() * 8;
     Ok(Outcome {

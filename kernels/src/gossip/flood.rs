@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::nodes::{exchange, sum, Crashed, Nodes};
 use super::rng::{purpose, Stream};
-use super::{heard, Config, Outcome, NEVER};
+use super::{heard, unreached, Config, Outcome, NEVER};
 
 const FORWARDS: i32 = 6;
 
@@ -253,14 +253,12 @@ pub(crate) fn run(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outcome> {
         }
         std::mem::swap(&mut frontier, &mut next);
         next.clear();
-        let left = (0..len)
-            .filter(|&i| first[i] == NEVER && !crashed.has(i))
-            .count() as u64;
+        let left = unreached(&first, &crashed);
         let [left, spread] = sum(comm, [left, frontier.len() as u64])?;
         ignorant.push(left);
         spreading = spread;
     }
-    let (heard_sum, heard_last, _) = heard(comm, &first, &crashed)?;
+    let (heard_sum, heard_last) = heard(comm, &first, &crashed)?;
     let [messages, contacts] = sum(comm, [messages, contacts])?;
     Ok(Outcome {
         rounds: round,

@@ -491,27 +491,25 @@ pub fn run(comm: &Comm, config: &Config) -> Result<Report> {
     })
 }
 
-/// Σ first-heard round, latest first-heard round and ignorant count over the
-/// live local nodes, reduced over ranks: the common end of every protocol.
-pub(crate) fn heard(
-    comm: &Comm,
-    first: &[u16],
-    crashed: &nodes::Crashed,
-) -> Result<(u64, u32, u64)> {
-    let (mut sum, mut last, mut ignorant) = (0u64, 0u64, 0u64);
+/// Σ first-heard round and latest first-heard round over the live local
+/// nodes that heard, reduced over ranks: the common end of every protocol.
+pub(crate) fn heard(comm: &Comm, first: &[u16], crashed: &nodes::Crashed) -> Result<(u64, u32)> {
+    let (mut sum, mut last) = (0u64, 0u64);
     for (i, &f) in first.iter().enumerate() {
-        if crashed.has(i) {
-            continue;
-        }
-        if f == NEVER {
-            ignorant += 1;
-        } else {
+        if f != NEVER && !crashed.has(i) {
             sum += u64::from(f);
             last = last.max(u64::from(f));
         }
     }
-    let [sum, ignorant] = nodes::sum(comm, [sum, ignorant])?;
+    let [sum] = nodes::sum(comm, [sum])?;
     let mut l = [0u64];
     comm.all_reduce(&[last], &mut l, u64::max)?;
-    Ok((sum, l[0] as u32, ignorant))
+    Ok((sum, l[0] as u32))
+}
+
+/// Live local nodes that have not heard yet.
+pub(crate) fn unreached(first: &[u16], crashed: &nodes::Crashed) -> u64 {
+    (0..first.len())
+        .filter(|&i| first[i] == NEVER && !crashed.has(i))
+        .count() as u64
 }

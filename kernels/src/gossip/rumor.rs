@@ -19,7 +19,7 @@ use courier::{Comm, Result};
 
 use super::nodes::{exchange, sum, Crashed, Nodes};
 use super::rng::{below, other, purpose, Stream};
-use super::{heard, Config, Outcome, Stop, NEVER};
+use super::{heard, unreached, Config, Outcome, Stop, NEVER};
 
 const PUSHES: i32 = 3;
 const ANSWERS: i32 = 4;
@@ -95,7 +95,7 @@ fn finish(
     ignorant: Vec<u64>,
     counts: [u64; 2],
 ) -> Result<Outcome> {
-    let (heard_sum, heard_last, _) = heard(comm, first, crashed)?;
+    let (heard_sum, heard_last) = heard(comm, first, crashed)?;
     let [messages, contacts] = sum(comm, counts)?;
     Ok(Outcome {
         rounds,
@@ -109,12 +109,6 @@ fn finish(
         push_sum: None,
         kv: None,
     })
-}
-
-fn ignorant_now(first: &[u16], crashed: &Crashed) -> u64 {
-    (0..first.len())
-        .filter(|&i| first[i] == NEVER && !crashed.has(i))
-        .count() as u64
 }
 
 pub(crate) fn run_sync(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outcome> {
@@ -197,7 +191,7 @@ pub(crate) fn run_sync(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outco
             }
         }
         let active = (0..len).filter(|&i| sp.active[i]).count() as u64;
-        let [left, active] = sum(comm, [ignorant_now(&first, &crashed), active])?;
+        let [left, active] = sum(comm, [unreached(&first, &crashed), active])?;
         ignorant.push(left);
         active_left = active;
     }
@@ -288,7 +282,7 @@ pub(crate) fn run_async(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outc
             }
         }
         let active = (0..len).filter(|&i| sp.active[i]).count() as u64;
-        let [left, active] = sum(comm, [ignorant_now(&first, &crashed), active])?;
+        let [left, active] = sum(comm, [unreached(&first, &crashed), active])?;
         ignorant.push(left);
         active_left = active;
     }
