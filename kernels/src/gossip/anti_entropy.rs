@@ -11,7 +11,7 @@
 
 use courier::{Comm, Result};
 
-use super::nodes::{exchange, sum, Crashed, Nodes};
+use super::nodes::{exchange, sum, Crashed, Loss, Nodes};
 use super::rng::{other, purpose, Stream};
 use super::{heard, unreached, Config, Outcome, Protocol, NEVER};
 
@@ -43,11 +43,8 @@ fn rounds<const PUSH: bool, const PULL: bool>(
     }
     let [live] = sum(comm, [crashed.live(len)])?;
     let target = Stream::new(cfg.seed, purpose::TARGET);
-    let loss = Stream::new(cfg.seed, purpose::LOSS);
-    // A contact's request is lost (draw 2·round) or its answer is (2·round + 1).
-    let lost = |u: u64, round: u32, answer: bool| {
-        cfg.loss > 0.0 && loss.coin(cfg.loss, u, 2 * u64::from(round) + u64::from(answer))
-    };
+    let loss = Loss::new(cfg.seed, cfg.loss);
+    let lost = |u: u64, round: u32, answer: bool| loss.lost(u, round, answer);
     let share = len / nodes.ranks + len / 64 + 16;
     let mut requests: Vec<Vec<u32>> = (0..nodes.ranks)
         .map(|q| Vec::with_capacity(if q == me { 0 } else { share }))

@@ -14,7 +14,7 @@
 
 use courier::{Comm, Result};
 
-use super::nodes::{exchange, sum, Crashed, Nodes};
+use super::nodes::{exchange, sum, Crashed, Loss, Nodes};
 use super::rng::{other, purpose, Stream};
 use super::{Config, KvReport, Outcome};
 
@@ -67,10 +67,8 @@ pub(crate) fn run(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outcome> {
     let source = cfg.source();
     let crashed = Crashed::new(nodes, cfg.seed, cfg.crash, source);
     let target = Stream::new(cfg.seed, purpose::TARGET);
-    let loss = Stream::new(cfg.seed, purpose::LOSS);
-    let lost = |u: u64, round: u32, answer: bool| {
-        cfg.loss > 0.0 && loss.coin(cfg.loss, u, 2 * u64::from(round) + u64::from(answer))
-    };
+    let loss = Loss::new(cfg.seed, cfg.loss);
+    let lost = |u: u64, round: u32, answer: bool| loss.lost(u, round, answer);
     let mut cur = vec![ABSENT; len * keys];
     let mine = (lo..nodes.hi)
         .contains(&source)

@@ -99,6 +99,31 @@ impl Crashed {
     }
 }
 
+/// Message loss: whether the request (or its answer) of a contact made by `a`
+/// in `round` is lost, drawn from the seed.
+#[derive(Clone, Copy)]
+pub(crate) struct Loss {
+    p: f64,
+    draws: Stream,
+}
+
+impl Loss {
+    pub(crate) fn new(seed: u64, p: f64) -> Loss {
+        Loss {
+            p,
+            draws: Stream::new(seed, purpose::LOSS),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lost(self, a: u64, round: u32, answer: bool) -> bool {
+        self.p > 0.0
+            && self
+                .draws
+                .coin(self.p, a, 2 * u64::from(round) + u64::from(answer))
+    }
+}
+
 /// Sends `out[q]` to every other rank `q` and returns what each rank sent here,
 /// indexed by source rank (`out[me]` passes straight through). One message per
 /// pair of ranks per call: this is the per-round batching.

@@ -17,7 +17,7 @@
 
 use courier::{Comm, Result};
 
-use super::nodes::{exchange, sum, Crashed, Nodes};
+use super::nodes::{exchange, sum, Crashed, Loss, Nodes};
 use super::rng::{below, other, purpose, Stream};
 use super::{heard, unreached, Config, Outcome, Stop, NEVER};
 
@@ -86,6 +86,21 @@ fn start(nodes: &Nodes, cfg: &Config) -> (Crashed, Vec<u16>, Spreaders) {
     (crashed, first, sp)
 }
 
+/// After a round: records the live nodes not reached; returns how many
+/// nodes are still spreading, over all ranks.
+fn end_round(
+    comm: &Comm,
+    sp: &Spreaders,
+    first: &[u16],
+    crashed: &Crashed,
+    ignorant: &mut Vec<u64>,
+) -> Result<u64> {
+    let active = sp.active.iter().filter(|&&a| a).count() as u64;
+    let [left, active] = sum(comm, [unreached(first, crashed), active])?;
+    ignorant.push(left);
+    Ok(active)
+}
+
 fn finish(
     comm: &Comm,
     crashed: &Crashed,
@@ -116,11 +131,9 @@ pub(crate) fn run_sync(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outco
     let (crashed, mut first, mut sp) = start(nodes, cfg);
     let [live] = sum(comm, [crashed.live(len)])?;
     let target = Stream::new(cfg.seed, purpose::TARGET);
-    let loss = Stream::new(cfg.seed, purpose::LOSS);
+    let loss = Loss::new(cfg.seed, cfg.loss);
     let coin = Stream::new(cfg.seed, purpose::COIN);
-    let lost = |u: u64, round: u32, answer: bool| {
-        cfg.loss > 0.0 && loss.coin(cfg.loss, u, 2 * u64::from(round) + u64::from(answer))
-    };
+    let lost = |u: u64, round: u32, answer: bool| loss.lost(u, round, answer);
     let mut pushes: Vec<Vec<u32>> = (0..nodes.ranks).map(|_| Vec::new()).collect();
     let mut answers: Vec<Vec<u8>> = (0..nodes.ranks).map(|_| Vec::new()).collect();
     let mut pushers: Vec<Vec<u32>> = (0..nodes.ranks).map(|_| Vec::new()).collect();
@@ -190,10 +203,7 @@ pub(crate) fn run_sync(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outco
                 who.clear();
             }
         }
-        let active = (0..len).filter(|&i| sp.active[i]).count() as u64;
-        let [left, active] = sum(comm, [unreached(&first, &crashed), active])?;
-        ignorant.push(left);
-        active_left = active;
+        active_left = end_round(comm, &sp, &first, &crashed, &mut ignorant)?;
     }
     finish(
         comm,
@@ -212,9 +222,10 @@ pub(crate) fn run_async(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outc
     let [live] = sum(comm, [crashed.live(len)])?;
     let pick = Stream::new(cfg.seed, purpose::NODE);
     let target = Stream::new(cfg.seed, purpose::TARGET);
-    let loss = Stream::new(cfg.seed, purpose::LOSS);
+    let loss = Loss::new(cfg.seed, cfg.loss);
     let coin = Stream::new(cfg.seed, purpose::COIN);
-    let lost = |s: u64, answer: bool| cfg.loss > 0.0 && loss.coin(cfg.loss, s, u64::from(answer));
+    // Steps are global: the step number keys the draw (round 0).
+    let lost = |s: u64, answer: bool| loss.lost(s, 0, answer);
     let (mut messages, mut contacts) = (0u64, 0u64);
     let mut ignorant = vec![live - 1];
     let mut active_left = 1;
@@ -281,10 +292,7 @@ pub(crate) fn run_async(comm: &Comm, nodes: &Nodes, cfg: &Config) -> Result<Outc
                 sp.after_contact(cfg.stop, coin, i, u, s, heard);
             }
         }
-        let active = (0..len).filter(|&i| sp.active[i]).count() as u64;
-        let [left, active] = sum(comm, [unreached(&first, &crashed), active])?;
-        ignorant.push(left);
-        active_left = active;
+        active_left = end_round(comm, &sp, &first, &crashed, &mut ignorant)?;
     }
     finish(
         comm,

@@ -2,7 +2,7 @@
 //! buffer, with optional random network delay that keeps each pair FIFO) and
 //! the delivery log.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use courier::{Comm, Error, Result};
@@ -150,5 +150,32 @@ impl<'c> Io<'c> {
             seq,
             vc: vc.to_vec(),
         });
+    }
+}
+
+/// Messages numbered by a sequencer or token, delivered in number order.
+#[derive(Default)]
+pub(crate) struct Numbered {
+    next: u64,
+    /// number → (origin, seq, sent_ns, payload).
+    held: BTreeMap<u64, (usize, u64, u64, Vec<u64>)>,
+}
+
+impl Numbered {
+    /// Takes message `number` and delivers every message now next in line.
+    pub(crate) fn hold(
+        &mut self,
+        io: &mut Io,
+        number: u64,
+        origin: usize,
+        seq: u64,
+        sent: u64,
+        payload: Vec<u64>,
+    ) {
+        self.held.insert(number, (origin, seq, sent, payload));
+        while let Some((origin, seq, sent, payload)) = self.held.remove(&self.next) {
+            io.deliver(origin, seq, sent, &payload, &[]);
+            self.next += 1;
+        }
     }
 }

@@ -8,9 +8,9 @@
 //! last message is numbered. Unicasts per multicast: n − 1, plus the token's
 //! passes shared by the messages of a rotation.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
-use super::io::Io;
+use super::io::{Io, Numbered};
 
 const DATA: u64 = 7;
 const TOKEN: u64 = 8;
@@ -20,8 +20,7 @@ pub(crate) struct Ring {
     total: u64,
     token: Option<u64>,
     waiting: VecDeque<(u64, u64, Vec<u64>)>,
-    next_delivery: u64,
-    held: BTreeMap<u64, (usize, u64, u64, Vec<u64>)>,
+    numbered: Numbered,
     /// Token passes sent by this rank.
     pub passes: u64,
 }
@@ -32,8 +31,7 @@ impl Ring {
             total,
             token: (me == 0).then_some(0),
             waiting: VecDeque::new(),
-            next_delivery: 0,
-            held: BTreeMap::new(),
+            numbered: Numbered::default(),
             passes: 0,
         }
     }
@@ -47,7 +45,7 @@ impl Ring {
                 msg.extend_from_slice(&payload);
                 io.send(next, msg);
             }
-            self.hold(io, number, io.me, seq, sent, payload);
+            self.numbered.hold(io, number, io.me, seq, sent, payload);
             number += 1;
         }
         if io.n == 1 {
@@ -58,22 +56,6 @@ impl Ring {
                 self.passes += 1;
                 io.send(next, vec![TOKEN, number]);
             }
-        }
-    }
-
-    fn hold(
-        &mut self,
-        io: &mut Io,
-        number: u64,
-        origin: usize,
-        seq: u64,
-        sent: u64,
-        payload: Vec<u64>,
-    ) {
-        self.held.insert(number, (origin, seq, sent, payload));
-        while let Some((origin, seq, sent, payload)) = self.held.remove(&self.next_delivery) {
-            io.deliver(origin, seq, sent, &payload, &[]);
-            self.next_delivery += 1;
         }
     }
 }
@@ -95,6 +77,6 @@ impl Ring {
             msg[5] = hops - 1;
             io.send((io.me + 1) % io.n, msg);
         }
-        self.hold(io, number, origin, seq, sent, payload);
+        self.numbered.hold(io, number, origin, seq, sent, payload);
     }
 }

@@ -3,9 +3,7 @@
 //! number order. Unicasts per multicast: 1 + (n − 1), or n − 1 for the
 //! sequencer's own: (n − 1) + (n − 1)/n on average.
 
-use std::collections::BTreeMap;
-
-use super::io::Io;
+use super::io::{Io, Numbered};
 use super::Orderer;
 
 const REQUEST: u64 = 5;
@@ -14,16 +12,14 @@ const SEQUENCER: usize = 0;
 
 pub(crate) struct Sequencer {
     next_number: u64,
-    next_delivery: u64,
-    held: BTreeMap<u64, (usize, u64, u64, Vec<u64>)>,
+    numbered: Numbered,
 }
 
 impl Sequencer {
     pub(crate) fn new() -> Sequencer {
         Sequencer {
             next_number: 0,
-            next_delivery: 0,
-            held: BTreeMap::new(),
+            numbered: Numbered::default(),
         }
     }
 
@@ -34,23 +30,7 @@ impl Sequencer {
         let mut msg = vec![ORDERED, origin as u64, seq, sent, number];
         msg.extend_from_slice(&payload);
         io.send_to_others(&msg);
-        self.hold(io, number, origin, seq, sent, payload);
-    }
-
-    fn hold(
-        &mut self,
-        io: &mut Io,
-        number: u64,
-        origin: usize,
-        seq: u64,
-        sent: u64,
-        payload: Vec<u64>,
-    ) {
-        self.held.insert(number, (origin, seq, sent, payload));
-        while let Some((origin, seq, sent, payload)) = self.held.remove(&self.next_delivery) {
-            io.deliver(origin, seq, sent, &payload, &[]);
-            self.next_delivery += 1;
-        }
+        self.numbered.hold(io, number, origin, seq, sent, payload);
     }
 }
 
@@ -68,7 +48,9 @@ impl Orderer for Sequencer {
         let (origin, seq, sent) = (msg[1] as usize, msg[2], msg[3]);
         match msg[0] {
             REQUEST => self.order(io, origin, seq, sent, msg[4..].to_vec()),
-            _ => self.hold(io, msg[4], origin, seq, sent, msg[5..].to_vec()),
+            _ => self
+                .numbered
+                .hold(io, msg[4], origin, seq, sent, msg[5..].to_vec()),
         }
     }
 }
