@@ -72,7 +72,7 @@ pub struct ReadmeDoctests;
 pub use comm::request::{test_all, test_any, wait_all, wait_any, Request, Scope};
 pub use comm::{Comm, Message};
 pub use error::{Error, Result};
-pub use launch::{Launch, Launcher};
+pub use launch::{Launch, Launcher, SlurmJob};
 pub use placement::{Placement, Plan};
 pub use runtime::{run, Runtime, DEFAULT_CREDIT, DEFAULT_EAGER_THRESHOLD};
 /// The MPI library cluster mode runs on (see [`mpi_library`]).

@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 
 use crate::bsend::AttachedBuffer;
+use crate::launch::step_tasks_on_this_node;
 use crate::placement::Placement;
 use crate::sync::{Liveness, SPINS_DEDICATED, SPINS_OVERSUBSCRIBED};
 use crate::topology::{self, Binding, Machine};
 use crate::transport::mpi::{self, Mpi};
 use crate::transport::shm::Shm;
-use crate::{Comm, Error, Launch, Result};
+use crate::{Comm, Error, Launch, Launcher, Result, SlurmJob};
 
 /// Default largest message sent eagerly (copied) by a standard send.
 pub const DEFAULT_EAGER_THRESHOLD: usize = 16 * 1024;
@@ -135,7 +136,8 @@ impl Runtime {
     }
 
     /// The number of ranks `run` will start in an embedded job: as set, else
-    /// `COURIER_RANKS`, else the cores this process may use.
+    /// `COURIER_RANKS`, else the CPUs of this process's Slurm task
+    /// (`SLURM_CPUS_PER_TASK`), else the cores this process may use.
     pub fn resolved_ranks(&self) -> Result<usize> {
         let n = match self.ranks {
             Some(n) => n,
@@ -149,7 +151,8 @@ impl Runtime {
 
     /// Rank-threads per process when this process is one of `processes`: from
     /// `ranks` (total, a multiple of `processes`), else `threads`, else
-    /// `COURIER_THREADS`, else `COURIER_RANKS` / processes, else the cores this
+    /// `COURIER_THREADS`, else `COURIER_RANKS` / processes, else the CPUs of
+    /// this process's Slurm task (`SLURM_CPUS_PER_TASK`), else the cores this
     /// process may use (its cpuset, as mpirun or Slurm bound it).
     pub fn resolved_threads(&self, processes: usize) -> Result<usize> {
         let total = match self.ranks {
@@ -354,9 +357,13 @@ fn plan_ranks(policy: Placement, n: usize) -> (Vec<Option<usize>>, usize) {
     (plan.pus.split_off(offset), usable)
 }
 
-/// Default rank-threads for a process: the cores of its cpuset, shared out
-/// among the processes of the node when the launcher did not bind them.
+/// Default rank-threads for a process: the CPUs Slurm gave its task
+/// (`SLURM_CPUS_PER_TASK`), else the cores of its cpuset, shared out among the
+/// processes of the node when the launcher did not bind them.
 fn default_threads() -> usize {
+    if let Some(cpus) = SlurmJob::detect().and_then(|job| job.cpus_per_task) {
+        return cpus;
+    }
     match Machine::detect() {
         Ok(m) if m.is_whole() => (m.cores() / node_local_size().unwrap_or(1)).max(1),
         Ok(m) => m.cores(),
@@ -386,7 +393,15 @@ fn node_local_index() -> Option<usize> {
 
 /// How many of the job's processes share this node, as the launcher reports it.
 fn node_local_size() -> Option<usize> {
-    node_env(&["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"])
+    node_env(&["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]).or_else(|| {
+        match Launch::detect().ok()? {
+            Launch::Parallel {
+                launcher: Launcher::Srun,
+                ..
+            } => step_tasks_on_this_node(|k| std::env::var(k).ok()),
+            _ => None,
+        }
+    })
 }
 
 fn node_env(vars: &[&str]) -> Option<usize> {

@@ -7,7 +7,12 @@
 //! embedded job in each (`mpirun -n 2 courier bench p2p` would otherwise print two
 //! unrelated results). `COURIER_LAUNCH=embedded` forces embedded mode.
 
+mod slurm;
+
 use std::fmt;
+
+pub(crate) use slurm::step_tasks_on_this_node;
+pub use slurm::SlurmJob;
 
 use crate::{Error, Result};
 
