@@ -271,8 +271,8 @@ fn launch_all() {
             let _ = std::fs::remove_file(&json);
             let v: serde_json::Value =
                 serde_json::from_str(&report).map_err(|e| format!("{e}: {stdout}\n{stderr}"))?;
-            let runs = v.as_array().map_or(0, Vec::len);
-            let all = v.as_array().is_some_and(|a| {
+            let runs = v["runs"].as_array().map_or(0, Vec::len);
+            let all = v["runs"].as_array().is_some_and(|a| {
                 a.iter()
                     .all(|r| r["verified"] == true && r["ranks"] == 4 && r["delivered"] == 1200)
             });

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::JobArgs;
+use crate::{json, JobArgs};
 
 #[derive(clap::Args)]
 pub struct InfoArgs {
@@ -112,17 +112,11 @@ pub fn run(args: &InfoArgs) -> Result<(), Box<dyn std::error::Error>> {
         credit: rt.credit_bytes(),
         ranks_detail: detail,
     };
-    let to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
-    if !to_stdout {
+    if !json::to_stdout(args.json.as_deref()) {
         print_table(&info);
     }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&info)?;
-        if to_stdout {
-            println!("{json}");
-        } else {
-            std::fs::write(path, json)?;
-        }
+        json::write(path, &info)?;
     }
     Ok(())
 }
@@ -141,6 +135,18 @@ fn print_table(info: &Info) {
             )
         }
         _ => println!("MPI           not built in (cluster mode needs the `mpi` feature)"),
+    }
+    if let Some(job) = courier::SlurmJob::detect() {
+        let or = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+        println!(
+            "slurm job     {} ({}), step {}, nodes {}, {} task(s) x {} CPU(s)",
+            job.job_id,
+            or(job.job_name),
+            or(job.step_id),
+            or(job.nodelist),
+            or(job.ntasks.map(|n| n.to_string())),
+            or(job.cpus_per_task.map(|n| n.to_string())),
+        );
     }
     println!("processes     {}", info.processes);
     println!(

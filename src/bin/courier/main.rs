@@ -4,6 +4,7 @@ mod bench_p2p;
 mod figure;
 mod gossip;
 mod info;
+mod json;
 /// The kernels crate, compiled into the binary from its source: it depends on
 /// the courier library, which is this binary's own package, so the binary
 /// cannot depend on it as a crate (Cargo forbids the cycle). Same code, same

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::kernels::multicast::{self, Algorithm, Config, Order, Report};
-use crate::JobArgs;
+use crate::{json, JobArgs};
 
 #[derive(clap::Args)]
 pub struct MulticastArgs {
@@ -123,9 +123,7 @@ fn compare(args: &MulticastArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&rs)?;
-        std::fs::write(path, json + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        json::write(path, &serde_json::json!({ "runs": rs }))?;
     }
     match rs.iter().find(|r| !r.verified) {
         Some(r) => Err(format!("{} NOT verified: {:?}", name(r), r.divergence).into()),
@@ -162,20 +160,13 @@ pub fn run(args: &MulticastArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     };
     let text = table(&r);
-    let to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    if to_stdout {
+    if json::to_stdout(args.json.as_deref()) {
         eprint!("{text}");
     } else {
         print!("{text}");
     }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&r)?;
-        if to_stdout {
-            println!("{json}");
-        } else {
-            std::fs::write(path, json + "\n")
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        }
+        json::write(path, &r)?;
     }
     match &r.divergence {
         Some(d) if !r.verified => Err(format!("order NOT verified: {d}").into()),

@@ -2,13 +2,13 @@
 //! cpuset), the placement plan, and where each rank really ended up. Under
 //! mpirun, one block per process, printed by process 0.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use courier::topology::{Binding, Machine};
 use courier::Comm;
 use serde::{Deserialize, Serialize};
 
-use crate::JobArgs;
+use crate::{json, JobArgs};
 
 #[derive(clap::Args)]
 pub struct TopoArgs {
@@ -131,17 +131,11 @@ pub fn run(args: &TopoArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.latency {
         report.latency = Some(pinned_vs_unpinned(&args.job)?);
     }
-    let to_stdout = args.json.as_deref() == Some(Path::new("-"));
-    if !to_stdout {
+    if !json::to_stdout(args.json.as_deref()) {
         print_report(&report);
     }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        if to_stdout {
-            println!("{json}");
-        } else {
-            std::fs::write(path, json)?;
-        }
+        json::write(path, &report)?;
     }
     if args.check && !report.verified {
         let first = report.blocks.iter().flat_map(|b| &b.mismatches).next();

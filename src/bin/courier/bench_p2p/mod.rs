@@ -34,7 +34,7 @@ use crossbeam_utils::CachePadded;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::{raw_mpi, JobArgs};
+use crate::{json, raw_mpi, JobArgs};
 #[cfg_attr(not(feature = "mpi"), allow(unused_imports))]
 pub(crate) use bandwidth::windows;
 use bandwidth::{bw_measures, BIBW_MODES, MR_MODES};
@@ -374,8 +374,8 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
         output::print_tables(&report.results, &report.baselines);
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        if !args.raw_only {
+        json::write(path, &report)?;
+        if !args.raw_only && !json::to_stdout(Some(path)) {
             eprintln!("wrote {}", path.display());
         }
     }

@@ -9,6 +9,14 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
+    // Inside a launcher's job step (e.g. `srun -n 1`, one task of a Slurm job)
+    // a nested mpirun would wait for the step's own CPUs or be refused.
+    if let Ok(courier::Launch::Parallel { launcher, .. }) = courier::Launch::detect() {
+        return Err(format!(
+            "this process was started by {launcher}, and a nested mpirun would compete \
+             with its job step; start 2 processes for MPI figures"
+        ));
+    }
     let mpirun = ["mpirun", "mpiexec"]
         .into_iter()
         .find(|m| {

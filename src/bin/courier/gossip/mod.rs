@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::kernels::gossip::{
     self, simulate, theory, Aggregate, Config, Model, Overlay, Protocol, Report, Stop,
 };
-use crate::JobArgs;
+use crate::{json, JobArgs};
 
 #[derive(clap::Args)]
 pub struct GossipArgs {
@@ -204,20 +204,14 @@ pub fn run(args: &GossipArgs) -> Result<(), Box<dyn std::error::Error>> {
         .then(|| simulate::push_pull(args.nodes, args.seed));
     let text = table(args, &cfg, &runs, baseline.as_ref(), rss);
     // With `--json -` the JSON owns stdout.
-    if args.json.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+    if json::to_stdout(args.json.as_deref()) {
         eprint!("{text}");
     } else {
         print!("{text}");
     }
     let out = to_json(args, &cfg, &runs, baseline.as_ref(), rss);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&out)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text + "\n")
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        }
+        json::write(path, &out)?;
     }
     if let Some(path) = &args.plot {
         plot::draw(path, &cfg, &runs)?;
