@@ -274,6 +274,7 @@ impl Cluster {
         env: &[(&str, &str)],
     ) -> Result<(String, bool, String, PathBuf), String> {
         let submit = self.work.join("jobs").join(name);
+        let _ = std::fs::remove_dir_all(&submit);
         std::fs::create_dir_all(&submit).map_err(|e| e.to_string())?;
         let mut cmd = Command::new("sbatch");
         cmd.args(["--parsable", "--wait", "--time=10"])
@@ -305,12 +306,11 @@ impl Cluster {
             .find(|p| p.to_string_lossy().ends_with(&format!("-{id}.out")))
             .and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default();
-        let results = submit.join("courier-results");
-        let results = std::fs::read_dir(&results)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map_or(results, |e| e.path());
+        // job-setup.sh's default: courier-results/<job name>-<job id>.
+        let results = submit.join("courier-results").join(format!(
+            "courier-{}-{id}",
+            script.trim_end_matches(".sbatch")
+        ));
         Ok((id, ok, format!("{output}{err}"), results))
     }
 
@@ -329,7 +329,7 @@ impl Cluster {
         if !ok {
             return Err(format!("job {id} failed"));
         }
-        if !results.ends_with(format!("courier-{}-{id}", job_name(job.script))) {
+        if !results.is_dir() {
             return Err(format!(
                 "job {id}: no results directory named after the job: {}",
                 results.display()
@@ -355,10 +355,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         Self::stop(&self.work);
     }
-}
-
-fn job_name(script: &str) -> &str {
-    script.trim_end_matches(".sbatch")
 }
 
 /// A base port with `n` consecutive free ports on loopback.
