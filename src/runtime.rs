@@ -110,7 +110,8 @@ impl Runtime {
     }
 
     /// Rank-threads per process in cluster mode (overrides `COURIER_THREADS`;
-    /// default: the cores this process may use). Ignored when embedded.
+    /// default: `SLURM_CPUS_PER_TASK` in a Slurm job, else the cores this
+    /// process may use). Ignored when embedded.
     pub fn threads(mut self, t: usize) -> Self {
         self.threads = Some(t);
         self

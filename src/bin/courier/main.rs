@@ -37,12 +37,12 @@ struct Cli {
 /// Options every command shares: how the job is started.
 #[derive(clap::Args, Clone, Debug)]
 struct JobArgs {
-    /// Ranks in the job [default: COURIER_RANKS, else the cores this process may use;
-    /// under mpirun/srun: processes × threads]
+    /// Ranks in the job [default: COURIER_RANKS, else SLURM_CPUS_PER_TASK in a Slurm
+    /// job, else the cores this process may use; under mpirun/srun: processes × threads]
     #[arg(long, short = 'n')]
     ranks: Option<usize>,
-    /// Rank-threads per process under mpirun/srun [default: COURIER_THREADS, else the
-    /// cores in this process's cpuset]
+    /// Rank-threads per process under mpirun/srun [default: COURIER_THREADS, else
+    /// SLURM_CPUS_PER_TASK in a Slurm job, else the cores in this process's cpuset]
     #[arg(long, short = 't')]
     threads: Option<usize>,
     /// Pinning policy: compact, scatter or none

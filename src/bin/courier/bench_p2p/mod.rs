@@ -342,9 +342,15 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
             }
         }
         comm.barrier()?;
-        let cores = (0..comm.size())
-            .map(|r| comm.core_of(r))
-            .collect::<Result<Vec<_>>>()?;
+        // Each rank's own core (another process's ranks are not known here):
+        // gathered as core + 1, 0 for unpinned.
+        let mine = comm.core_of(comm.rank())?.map_or(0, |c| c as u64 + 1);
+        let mut all = vec![0u64; if comm.rank() == 0 { comm.size() } else { 0 }];
+        comm.gather(&[mine], &mut all, 0)?;
+        let cores: Vec<Option<usize>> = all
+            .iter()
+            .map(|&c| c.checked_sub(1).map(|c| c as usize))
+            .collect();
         Ok((out, cores, comm.size(), comm.processes()))
     })?;
     progress.finish_and_clear();
@@ -367,9 +373,14 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
         baselines,
     };
     if !args.raw_only {
+        let pu = |r: usize| match report.cores.get(r) {
+            Some(Some(c)) => c.to_string(),
+            _ => "unpinned".into(),
+        };
         println!(
-            "{ranks} ranks in {processes} process(es); pair on PUs {:?}",
-            &report.cores[..2.min(report.cores.len())]
+            "{ranks} ranks in {processes} process(es); pair on PUs {} and {}",
+            pu(0),
+            pu(1)
         );
         output::print_tables(&report.results, &report.baselines);
     }
