@@ -18,6 +18,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -89,6 +90,9 @@ const JOBS: &[Job] = &[
 ];
 
 const LAUNCHERS: [&str; 2] = ["srun", "mpirun"];
+
+/// Nodes of the local cluster (slurmd daemons on this machine).
+const NODES: usize = 2;
 
 /// A quick job takes seconds; an oversubscribed CI machine is slow.
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -204,7 +208,7 @@ impl Cluster {
         cmd.arg(what)
             .env("COURIER_SLURM_DIR", &self.work)
             .env("COURIER_SLURM_PORT", self.port.to_string())
-            .env("COURIER_SLURM_NODES", "2")
+            .env("COURIER_SLURM_NODES", NODES.to_string())
             .env("COURIER_SLURM_CPUS", "2");
         run(cmd, &format!("local-cluster.sh {what}"), DEADLINE, |_| {})
     }
@@ -223,7 +227,7 @@ impl Cluster {
         let mut pids: Vec<String> = ["munge/munged.pid", "run/slurmctld.pid"]
             .iter()
             .map(|p| self.work.join(p))
-            .chain((1..=2).map(|i| self.work.join(format!("run/slurmd-node{i}.pid"))))
+            .chain((1..=NODES).map(|i| self.work.join(format!("run/slurmd-node{i}.pid"))))
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .map(|s| s.trim().to_string())
             .collect();
@@ -236,7 +240,12 @@ impl Cluster {
         let (ok, out, err) = self.script("up")?;
         let (status_ok, status, _) = self.script("status")?;
         let after = self.pids();
-        if ok && err.contains("already up") && before.len() == 4 && before == after && status_ok {
+        if ok
+            && err.contains("already up")
+            && before.len() == NODES + 2
+            && before == after
+            && status_ok
+        {
             Ok(())
         } else {
             Err(format!(
@@ -384,7 +393,12 @@ fn run(
     on_hang: impl FnOnce(&str),
 ) -> Result<(bool, String, String), String> {
     let dir = std::env::temp_dir();
-    let tag = format!("courier-slurm-{}-{:?}", std::process::id(), Instant::now());
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let tag = format!(
+        "courier-slurm-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Relaxed)
+    );
     let (out_path, err_path) = (
         dir.join(format!("{tag}.out")),
         dir.join(format!("{tag}.err")),
