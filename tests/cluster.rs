@@ -42,6 +42,7 @@ const CASES: &[(&str, Case)] = &[
         "rsend_without_a_posted_receive_is_not_ready",
         rsend_without_a_posted_receive_is_not_ready,
     ),
+    ("rsend_into_a_blocking_recv", rsend_into_a_blocking_recv),
     ("probes_and_matched_probes", probes_and_matched_probes),
     ("truncation_and_cancel", truncation_and_cancel),
     (
@@ -663,6 +664,45 @@ fn rsend_without_a_posted_receive_is_not_ready(comm: &Comm) -> courier::Result<(
     Ok(())
 }
 
+/// A ready send into a blocking `recv` from a rank in another process goes
+/// through: that receive waits on its own `MPI_Irecv`, and withdraws it into the
+/// registry when the query comes, so the query finds it posted.
+fn rsend_into_a_blocking_recv(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        comm.recv::<u8>(&mut [0], last, 12)?;
+        comm.rsend(&[5u64, 6], last, 11)?;
+        comm.rsend(&[7u64], last, 13)?;
+        comm.recv::<u8>(&mut [0], last, 12)?;
+        comm.rsend(&[9u64; 2048], last, 14)?;
+    } else if comm.rank() == last {
+        // Queries are answered only from inside a courier call, and the eager
+        // send makes none: rank 0's query waits until the receive is posted.
+        comm.send(&[1u8], 0, 12)?;
+        let mut v = [0u64; 2];
+        let st = comm.recv(&mut v, 0, 11)?;
+        assert_eq!((v, st.tag, st.count::<u64>()), ([5, 6], 11, 2));
+        // The same through a receive of any tag (the matched-probe path).
+        let mut w = [0u64];
+        let st = comm.recv(&mut w, 0, ANY_TAG)?;
+        assert_eq!((w, st.tag), ([7], 13));
+        // A ready send longer than the posted receive (and past MPI's eager
+        // size): truncated, reported whole, the buffer untouched.
+        let mut small = [0u64; 4];
+        let r = comm.scope(|s| {
+            let r = s.irecv(&mut small, 0, 14)?;
+            comm.send(&[1u8], 0, 12)?;
+            Ok(r.wait())
+        })?;
+        match r {
+            Err(Error::Truncated { message, buffer }) => assert_eq!((message, buffer), (16384, 32)),
+            other => panic!("expected truncation, got {other:?}"),
+        }
+        assert_eq!(small, [0; 4], "a truncated ready receive wrote the buffer");
+    }
+    Ok(())
+}
+
 fn probes_and_matched_probes(comm: &Comm) -> courier::Result<()> {
     let last = comm.size() - 1;
     if comm.rank() == 0 {
@@ -689,6 +729,8 @@ fn truncation_and_cancel(comm: &Comm) -> courier::Result<()> {
         comm.send(&[1u64; 8], last, 1)?;
         comm.send(&[2u64; 2], last, 1)?;
         comm.send(&[3u8; 3], last, 1)?;
+        comm.send(&[4u64; 2048], last, 1)?;
+        comm.send(&[5u64; 2], last, 1)?;
     } else if comm.rank() == last {
         let mut small = [0u64; 4];
         match comm.recv(&mut small, 0, 1) {
@@ -702,6 +744,18 @@ fn truncation_and_cancel(comm: &Comm) -> courier::Result<()> {
             comm.recv(&mut small, 0, 1),
             Err(Error::TypeMismatch { bytes: 3, .. })
         ));
+        // A rendezvous-sized message into a small receive (which posts its own
+        // MPI receive): consumed, reported with its size, buffer untouched.
+        small = [0; 4];
+        match comm.recv(&mut small, 0, 1) {
+            Err(Error::Truncated { message, buffer }) => {
+                assert_eq!((message, buffer), (16384, 32))
+            }
+            other => panic!("expected truncation, got {other:?}"),
+        }
+        assert_eq!(small, [0; 4], "a truncated receive wrote the buffer");
+        comm.recv(&mut small, 0, 1)?;
+        assert_eq!(small[..2], [5, 5]);
         let mut buf = [0u8; 4];
         let cancelled = comm.scope(|s| {
             let mut r = s.irecv(&mut buf, 0, 77)?;

@@ -217,11 +217,13 @@ impl Comm {
         source: impl Into<Source>,
         recv_tag: impl Into<TagMatch>,
     ) -> Result<Status> {
-        let (source, recv_tag) = (source.into(), recv_tag.into());
+        let pat = self.pattern(self.ctx, source.into(), recv_tag.into())?;
+        // The send goes out first, nonblocking, so the receive can take the
+        // blocking receive's fast paths; either half may complete first, as in
+        // MPI, and neither can deadlock the other.
         self.scope(|s| {
-            let r = s.irecv(recv, source, recv_tag)?;
             let w = s.isend(send, dest, send_tag)?;
-            let status = r.wait();
+            let status = self.recv_on(pat, recv);
             w.wait()?;
             status
         })
@@ -407,13 +409,15 @@ impl Comm {
     fn send_remote(&self, env: &Envelope, bytes: &[u8], peer: Peer, mode: Mode) -> Result<()> {
         let mpi = self.mpi();
         let (from, to) = (self.world_rank(), peer.world);
+        let (shm, live) = (&self.world.shm, &self.world.live);
+        let send = |mode| mpi.send(shm, from, to, env, bytes, mode, || live.check());
         let outcome = match mode {
-            Mode::Standard => mpi.send(from, to, env, bytes, SendMode::Standard)?,
+            Mode::Standard => return send(SendMode::Standard),
             // The rank's own charge ends here; MPI holds the copy in its buffer.
-            Mode::Buffered(_space) => mpi.send(from, to, env, bytes, SendMode::Buffered)?,
-            Mode::Synchronous => mpi.send(from, to, env, bytes, SendMode::Synchronous)?,
+            Mode::Buffered(_space) => return send(SendMode::Buffered),
+            Mode::Synchronous => return send(SendMode::Synchronous),
             // SAFETY: a blocking ready send does not return before MPI_Rsend has.
-            Mode::Ready => unsafe { mpi.rsend(&self.world.shm, from, to, env, bytes, false)? },
+            Mode::Ready => unsafe { mpi.rsend(shm, from, to, env, bytes, false)? },
         };
         match outcome {
             SendOutcome::NotReady => Err(Error::NotReady {
@@ -609,8 +613,12 @@ impl Comm {
     /// for it: either way the sender's buffer is released only once the transport
     /// no longer refers to it.
     pub(crate) fn settle_send(&self, dest: Peer, done: &Arc<Completion>) -> Result<()> {
-        if self.world.mpi.is_some() {
+        if let Some(mpi) = &self.world.mpi {
             // A failure here aborts the job, so there is nothing to withdraw.
+            if dest.local.is_none() {
+                let live = &self.world.live;
+                return mpi.wait_send(&self.world.shm, self.world_rank(), done, || live.check());
+            }
             return self.cluster_wait(None, || done.outcome().map(|r| r.map(drop)));
         }
         let to = dest.local.expect("embedded peers are local");

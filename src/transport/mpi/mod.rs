@@ -50,7 +50,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use mpi::ffi;
@@ -250,14 +250,19 @@ struct Pending {
     ready: Option<Handle<ffi::MPI_Request>>,
     /// Comm rank of the ready sender it was withdrawn for.
     ready_source: usize,
+    /// Where that ready send lands instead of `dst` when `dst` cannot take it.
+    ready_sink: Option<Vec<u8>>,
     id: u64,
 }
 
-/// A ready-send query: [ctx, sending thread, tag, reply id].
-type Query = [i64; 4];
+/// A ready-send query: [ctx, sending thread, tag, reply id, message bytes].
+type Query = [i64; 5];
 
 /// Tag of a ready send's marker on a data lane: above every user tag.
 const MARKER_TAG: c_int = crate::TAG_UB + 1;
+
+/// [`Mpi::progress`] answers ready-send queries on one call in this many.
+const QUERY_EVERY: u32 = 4;
 
 /// Largest standard send made with blocking `MPI_Send`: below the eager limit
 /// of Open MPI's transports (vader 4 KiB, tcp 64 KiB) and MPICH's, so it never
@@ -286,6 +291,11 @@ pub(crate) struct Mpi {
     parked: Box<[AtomicU64]>,
     /// The process's MPI buffer for `MPI_Bsend`: the sum of the ranks' buffers.
     bsend: Mutex<(Vec<u8>, Vec<usize>)>,
+    /// Progress calls per thread, for [`QUERY_EVERY`].
+    polls: Box<[AtomicU32]>,
+    /// Where each thread's posted receives land (reserved on first use; `None`
+    /// inside when it could not be).
+    scratch: Box<[Mutex<Option<Option<Scratch>>>]>,
 }
 
 fn dup(comm: ffi::MPI_Comm) -> Result<Comm> {
@@ -329,6 +339,8 @@ impl Mpi {
             next_pending: AtomicU64::new(1),
             parked: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             bsend: Mutex::new((Vec::new(), vec![0; threads])),
+            scratch: (0..threads).map(|_| Mutex::default()).collect(),
+            polls: (0..threads).map(|_| AtomicU32::new(0)).collect(),
         };
         let all: Vec<usize> = (0..processes).collect();
         mpi.create_context(0, &all)?;
@@ -398,6 +410,11 @@ impl Mpi {
     /// The lanes of `ctx`, waiting briefly if this process's creating thread has
     /// not published them yet.
     fn lanes(&self, ctx: u32) -> Arc<Lanes> {
+        self.with_lanes(ctx, Arc::clone)
+    }
+
+    /// `f` of the lanes of `ctx`, under the read lock (as [`lanes`](Self::lanes)).
+    fn with_lanes<R>(&self, ctx: u32, f: impl FnOnce(&Arc<Lanes>) -> R) -> R {
         loop {
             if let Some(l) = self
                 .contexts
@@ -405,7 +422,7 @@ impl Mpi {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&ctx)
             {
-                return l.clone();
+                return f(l);
             }
             std::thread::yield_now();
         }
@@ -415,38 +432,58 @@ impl Mpi {
         (world_rank / self.threads, world_rank % self.threads)
     }
 
-    /// (lane communicator, MPI destination rank) for a send.
+    /// (lane communicator, MPI destination rank) for a send. On every send's
+    /// path, so it reads under the lock instead of taking the `Arc`.
     fn route(&self, ctx: u32, from: usize, to: usize) -> (Comm, c_int) {
         let (s, (q, d)) = (from % self.threads, self.split(to));
-        let lanes = self.lanes(ctx);
-        let comm = lanes.comms[s * self.threads + d];
-        let dest = lanes.mpi_rank[q].expect("destination process hosts the context");
-        (comm, dest)
+        self.with_lanes(ctx, |lanes| {
+            let dest = lanes.mpi_rank[q].expect("destination process hosts the context");
+            (lanes.comms[s * self.threads + d], dest)
+        })
     }
 
     /// Blocking send from world rank `from` to world rank `to` in another
     /// process. Sends that cannot wait for the receiver use the blocking call:
     /// `MPI_Bsend`, and `MPI_Send` up to [`EAGER_SAFE`] bytes. Sends that may
     /// wait for the receiver — `MPI_Ssend`, and `MPI_Send` above that size
-    /// (rendezvous) — are started nonblocking (`MPI_Issend`/`MPI_Isend`) and come
-    /// back `Pending`, because while this rank waits it must keep matching its
-    /// own posted receives (the receiver matches, see the module docs): two ranks
-    /// that both post a receive and then `ssend` to each other would otherwise
-    /// deadlock, which MPI allows them to do.
+    /// (rendezvous) — are started nonblocking (`MPI_Issend`/`MPI_Isend`) and
+    /// waited for here, because while this rank waits it must keep answering
+    /// ready-send queries and matching its own posted receives (the receiver
+    /// matches, see the module docs): two ranks that both post a receive and
+    /// then `ssend` to each other would otherwise deadlock, which MPI allows
+    /// them to do. `poll_failure` is checked between polls (a failed rank of
+    /// this process).
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         &self,
+        shm: &Shm,
         from: usize,
         to: usize,
         env: &Envelope,
         data: &[u8],
         mode: SendMode,
-    ) -> Result<SendOutcome> {
+        mut poll_failure: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
         match mode {
             SendMode::Buffered => {}
             SendMode::Standard if data.len() <= EAGER_SAFE => {}
-            // SAFETY: the caller waits for a pending outcome before releasing `data`
-            // (`Comm::settle_send`), like any nonblocking send.
-            _ => return unsafe { self.isend(from, to, env, data, mode) },
+            _ => {
+                // SAFETY: `data` stays borrowed until the loop below has seen the
+                // request complete (an error return means the job is aborting).
+                let mut req = MpiRequest(Handle(unsafe { self.start(from, to, env, data, mode)? }));
+                let mut polls = 0u32;
+                while req.test_status()?.is_none() {
+                    polls = polls.wrapping_add(1);
+                    if polls % 64 == 0 {
+                        poll_failure()?;
+                        self.progress(shm, from)?;
+                        if polls > 1 << 16 {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+                return Ok(());
+            }
         }
         let (comm, dest) = self.route(env.ctx, from, to);
         let n = count(data.len())?;
@@ -465,8 +502,7 @@ impl Mpi {
             SendMode::Buffered => "MPI_Bsend",
             SendMode::Synchronous => "MPI_Ssend",
         };
-        check(code, call)?;
-        Ok(SendOutcome::Done)
+        check(code, call)
     }
 
     /// Nonblocking send: `MPI_Isend`, `MPI_Ibsend` or `MPI_Issend`. `Pending`
@@ -482,6 +518,23 @@ impl Mpi {
         data: &[u8],
         mode: SendMode,
     ) -> Result<SendOutcome> {
+        // SAFETY: passed on to the caller.
+        let req = unsafe { self.start(from, to, env, data, mode)? };
+        self.track(from, req)
+    }
+
+    /// Starts `MPI_Isend`, `MPI_Ibsend` or `MPI_Issend`: the request.
+    ///
+    /// # Safety
+    /// `data` must stay valid until the request completes.
+    unsafe fn start(
+        &self,
+        from: usize,
+        to: usize,
+        env: &Envelope,
+        data: &[u8],
+        mode: SendMode,
+    ) -> Result<ffi::MPI_Request> {
         let (comm, dest) = self.route(env.ctx, from, to);
         let n = count(data.len())?;
         let buf = data.as_ptr() as *const c_void;
@@ -507,7 +560,44 @@ impl Mpi {
             SendMode::Synchronous => "MPI_Issend",
         };
         check(code, call)?;
-        self.track(from, req)
+        Ok(req)
+    }
+
+    /// Waits for a nonblocking send of world rank `me` that [`isend`](Self::isend)
+    /// or [`rsend`](Self::rsend) left pending: tests its own request on every
+    /// poll and makes full progress (other requests, ready-send queries) every
+    /// 64, so noticing completion takes one MPI call.
+    pub fn wait_send(
+        &self,
+        shm: &Shm,
+        me: usize,
+        done: &Arc<Completion>,
+        mut poll_failure: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let t = me % self.threads;
+        let mut polls = 0u32;
+        loop {
+            if let Some(outcome) = done.outcome() {
+                return outcome.map(drop);
+            }
+            let mut sends = self.sends[t].lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = sends.iter().position(|(_, d)| Arc::ptr_eq(d, done)) {
+                match sends[i].0.test_status() {
+                    Ok(None) => {}
+                    Ok(Some(_)) => sends.swap_remove(i).1.complete(Ok(Status::default())),
+                    Err(e) => sends.swap_remove(i).1.complete(Err(e)),
+                }
+            }
+            drop(sends);
+            polls = polls.wrapping_add(1);
+            if polls % 64 == 0 {
+                poll_failure()?;
+                self.progress(shm, me)?;
+                if polls > 1 << 16 {
+                    std::thread::yield_now();
+                }
+            }
+        }
     }
 
     /// Tests a fresh request once; if still in flight, hands it to `progress`.
@@ -548,6 +638,7 @@ impl Mpi {
             (from % self.threads) as i64,
             i64::from(env.tag),
             i64::from(id),
+            i64::from(n),
         ];
         let world_dest = q as c_int;
         let marker = [id];
@@ -580,6 +671,7 @@ impl Mpi {
         )?;
         // Wait for the answer, answering queries to us meanwhile.
         let mut answer = [0i64; 1];
+        let mut polls = 0u32;
         loop {
             if let Some(mut st) = iprobe(world_dest, 2 * id + 1, self.control.0, "MPI_Iprobe")? {
                 // SAFETY: `answer` is valid for the receive of 8 bytes.
@@ -600,7 +692,10 @@ impl Mpi {
                 break;
             }
             self.progress(shm, from)?;
-            std::thread::yield_now();
+            polls = polls.wrapping_add(1);
+            if polls > 1 << 12 {
+                std::thread::yield_now();
+            }
         }
         if answer[0] == 0 {
             return Ok(SendOutcome::NotReady);
@@ -650,17 +745,22 @@ impl Mpi {
                 shm_id,
                 ready: None,
                 ready_source: 0,
+                ready_sink: None,
                 id,
             });
         id
     }
 
     /// A blocking receive from one rank in another process, when this thread has
-    /// no other receive registered (so none posted earlier can be overtaken):
-    /// polls `MPI_Improbe` on the one lane and `MPI_Mrecv`s straight into `dst`,
-    /// answering ready-send queries every few polls. `poll_failure` is checked
-    /// between polls (a failed rank of this process). The common case of a
-    /// blocking receive, with one MPI call per poll.
+    /// no other receive registered (so none posted earlier can be overtaken): the
+    /// common case of a blocking receive, without the registry. `poll_failure`
+    /// is checked between polls (a failed rank of this process). `None`: take
+    /// the registered path instead.
+    ///
+    /// With an exact tag and a buffer of at most [`SMALL_RECV`] bytes it posts
+    /// an `MPI_Irecv` on the lane ([`recv_posted`](Self::recv_posted)), as
+    /// MPI's own pre-posted receive; otherwise it claims with `MPI_Improbe` and
+    /// `MPI_Mrecv`s straight into `dst`.
     pub fn recv_direct(
         &self,
         shm: &Shm,
@@ -683,6 +783,21 @@ impl Mpi {
         let (q, s) = self.split(group[r]);
         let src = lanes.mpi_rank[q].expect("the source's process hosts the context");
         let lane = lanes.comms[s * self.threads + t].0;
+        let env = |tag| Envelope {
+            ctx: pat.ctx,
+            source: r,
+            tag,
+        };
+        if let Some(tag) = pat.tag.filter(|_| dst.raw().1 <= SMALL_RECV) {
+            if let Ok(mut scratch) = self.scratch[t].try_lock() {
+                let region = scratch.get_or_insert_with(Scratch::reserve);
+                if let Some(region) = region.as_mut().filter(|r| r.usable()) {
+                    let posted = PostedRecv { src, tag, lane };
+                    let env = env(tag);
+                    return self.recv_posted(shm, me, posted, region, dst, env, poll_failure);
+                }
+            }
+        }
         // SAFETY: reading a constant exported by mpi-sys.
         let tag = pat.tag.unwrap_or(unsafe { ffi::RSMPI_ANY_TAG });
         let mut polls = 0u32;
@@ -697,22 +812,91 @@ impl Mpi {
                     continue;
                 }
                 let a = arrived(&st);
-                let env = Envelope {
-                    ctx: pat.ctx,
-                    source: r,
-                    tag: a.tag,
-                };
-                return Ok(Some(mrecv_into(msg, a, dst, &env)));
+                return Ok(Some(mrecv_into(msg, a, dst, &env(a.tag))));
             }
             polls = polls.wrapping_add(1);
             if polls % 64 == 0 {
-                self.progress(shm, me)?;
                 poll_failure()?;
+                if self.has_ready_queries(t)? {
+                    return Ok(None); // nothing posted: register, where queries find it
+                }
+                self.progress_requests(shm, me)?;
                 if polls > 1 << 16 {
                     std::thread::yield_now();
                 }
             }
         }
+    }
+
+    /// [`recv_direct`](Self::recv_direct) with an `MPI_Irecv` posted on the
+    /// lane: the message is matched the moment it arrives, where a matched probe
+    /// would first queue it as unexpected (~0.1 µs more at 8 B here). It lands
+    /// in the thread's [`Scratch`] region, which no message can overflow, and
+    /// is copied from there, so a receive too small for its message is told the
+    /// message's size and leaves `dst` untouched, as everywhere else. A
+    /// ready-send query for this thread cannot be answered *yes* while the
+    /// receive is posted outside the registry, so one makes it withdraw
+    /// (`MPI_Cancel`) and return `None`: the caller then registers the receive,
+    /// and the query finds it.
+    #[allow(clippy::too_many_arguments)]
+    fn recv_posted(
+        &self,
+        shm: &Shm,
+        me: usize,
+        posted: PostedRecv,
+        scratch: &mut Scratch,
+        dst: RecvBuf,
+        env: Envelope,
+        mut poll_failure: impl FnMut() -> Result<()>,
+    ) -> Result<Option<Result<Status>>> {
+        let t = me % self.threads;
+        let mut req = LaneRecv::post(&posted, scratch)?;
+        let mut polls = 0u32;
+        let bytes = loop {
+            if let Some(bytes) = req.test()? {
+                break bytes;
+            }
+            polls = polls.wrapping_add(1);
+            if polls % 64 == 0 {
+                if let Err(e) = poll_failure() {
+                    req.withdraw()?;
+                    return Err(e);
+                }
+                if self.has_ready_queries(t)? {
+                    match req.withdraw()? {
+                        Some(bytes) => break bytes,
+                        None => return Ok(None),
+                    }
+                }
+                self.progress_requests(shm, me)?;
+                if polls > 1 << 16 {
+                    std::thread::yield_now();
+                }
+            }
+        };
+        drop(req);
+        let outcome = dst.fill(scratch.received(bytes), &env);
+        scratch.release_if_large(bytes);
+        Ok(Some(outcome))
+    }
+
+    /// Whether a ready-send query for thread `t` is waiting to be answered.
+    fn has_ready_queries(&self, t: usize) -> Result<bool> {
+        let waiting = !self.ready_state[t]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queries
+            .is_empty();
+        // SAFETY: reading a constant exported by mpi-sys.
+        let any_source = unsafe { ffi::RSMPI_ANY_SOURCE };
+        Ok(waiting
+            || iprobe(
+                any_source,
+                2 * t as c_int,
+                self.control.0,
+                "MPI_Iprobe (ready queries)",
+            )?
+            .is_some())
     }
 
     /// Withdraws a registered receive that nothing has matched; `false` if it has
@@ -742,9 +926,22 @@ impl Mpi {
 
     /// Progress for world rank `me`: answers ready-send queries, then tries to
     /// fill its registered receives in posting order.
+    /// Queries are looked for on every [`QUERY_EVERY`]th call: the look is an
+    /// MPI call of its own, which would otherwise double the time a wait takes
+    /// to notice its request complete.
     pub fn progress(&self, shm: &Shm, me: usize) -> Result<()> {
         let t = me % self.threads;
-        self.answer_queries(shm, t)?;
+        if self.polls[t].fetch_add(1, Relaxed) % QUERY_EVERY == 0 {
+            self.answer_queries(shm, t)?;
+        }
+        self.progress_requests(shm, me)
+    }
+
+    /// [`progress`](Self::progress) without answering ready-send queries: for a
+    /// direct receive, which no query could find in the registry (it checks for
+    /// queries itself and registers when one has come).
+    fn progress_requests(&self, shm: &Shm, me: usize) -> Result<()> {
+        let t = me % self.threads;
         let mut sends = self.sends[t].lock().unwrap_or_else(|e| e.into_inner());
         sends.retain_mut(|(req, done)| match req.test_status() {
             Ok(None) => true,
@@ -769,12 +966,16 @@ impl Mpi {
                         i += 1;
                     }
                     Ok(Some(a)) => {
-                        let p = pending.remove(i);
-                        let elem = p.dst.as_ref().map(RecvBuf::elem);
-                        let status = Status::new(p.ready_source, a.tag_of(&p.pat), a.bytes);
-                        let outcome = match elem {
-                            Some(e) => e.check(a.bytes).map(|()| status),
-                            None => Ok(status),
+                        let mut p = pending.remove(i);
+                        let env = Envelope {
+                            ctx: p.pat.ctx,
+                            source: p.ready_source,
+                            tag: a.tag_of(&p.pat),
+                        };
+                        let outcome = match (p.ready_sink.take(), p.dst.take()) {
+                            // Checked up front: the sink holds what `dst` cannot take.
+                            (Some(sink), Some(dst)) => dst.fill(&sink[..a.bytes], &env),
+                            _ => Ok(Status::new(env.source, env.tag, a.bytes)),
                         };
                         p.done.complete(outcome);
                     }
@@ -923,14 +1124,14 @@ impl Mpi {
             self.control.0,
             "MPI_Improbe (ready queries)",
         )? {
-            let mut query: Query = [0; 4];
+            let mut query: Query = [0; 5];
             let size = std::mem::size_of::<Query>();
             mrecv_raw(msg, query.as_mut_ptr().cast(), size)?;
             ready.queries.push((st.MPI_SOURCE as usize, query));
         }
         let mut k = 0;
         while k < ready.queries.len() {
-            let (q, [ctx, s, tag, id]) = ready.queries[k];
+            let (q, [ctx, s, tag, id, len]) = ready.queries[k];
             let (ctx, s, id) = (ctx as u32, s as usize, id as c_int);
             if !ready.markers.remove(&(q, id)) {
                 // Claim markers from that lane until ours shows up.
@@ -946,7 +1147,7 @@ impl Mpi {
                 }
             }
             ready.queries.swap_remove(k);
-            let yes = self.prepare_ready(shm, t, q, ctx, s, tag as i32, id)?;
+            let yes = self.prepare_ready(shm, t, q, ctx, s, (tag as i32, id, len as usize))?;
             let answer = [i64::from(yes)];
             // SAFETY: `answer` is valid for the blocking call.
             check(
@@ -970,8 +1171,10 @@ impl Mpi {
     /// process `q` would match, and no earlier message from that sender matches
     /// it first, withdraws the receive and posts an `MPI_Irecv` for the ready
     /// send. Called once the send's marker has arrived, so every earlier message
-    /// from that sender on that lane is visible to `MPI_Iprobe`.
-    #[allow(clippy::too_many_arguments)]
+    /// from that sender on that lane is visible to `MPI_Iprobe`. A message the
+    /// receive cannot take (too long, or not whole elements) is received into a
+    /// buffer of its own size, so MPI never truncates: Open MPI overruns the
+    /// buffer of a truncated rendezvous receive (see [`Scratch`]).
     fn prepare_ready(
         &self,
         shm: &Shm,
@@ -979,8 +1182,7 @@ impl Mpi {
         q: usize,
         ctx: u32,
         s: usize,
-        tag: i32,
-        id: c_int,
+        (tag, id, len): (i32, c_int, usize),
     ) -> Result<bool> {
         let lanes = self.lanes(ctx);
         let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
@@ -1009,19 +1211,21 @@ impl Mpi {
                 return Ok(false); // filled over shared memory meanwhile
             }
         }
-        let (ptr, cap) = p
-            .dst
-            .as_ref()
-            .expect("waiting receives hold a buffer")
-            .raw();
-        // SAFETY: zeroed handle out-parameter; the buffer stays lent to this
-        // receive until its completion (which `progress` sets after MPI_Test).
+        let dst = p.dst.as_ref().expect("waiting receives hold a buffer");
+        let (mut ptr, cap) = dst.raw();
+        if len > cap || dst.elem().check(len).is_err() {
+            let sink = p.ready_sink.insert(vec![0; len]);
+            ptr = sink.as_mut_ptr();
+        }
+        // SAFETY: zeroed handle out-parameter; the buffer (or sink, which has
+        // room for the whole message) stays lent to this receive until its
+        // completion (which `progress` sets after MPI_Test).
         let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
         check(
             unsafe {
                 ffi::MPI_Irecv(
                     ptr.cast(),
-                    count(cap)?,
+                    count(len)?,
                     byte(),
                     q as c_int,
                     id,
@@ -1178,6 +1382,144 @@ fn mrecv_into(msg: Message, a: Arrived, dst: RecvBuf, env: &Envelope) -> Result<
 impl Arrived {
     fn tag_of(&self, pat: &Pattern) -> i32 {
         pat.tag.unwrap_or(self.tag)
+    }
+}
+
+/// Largest receive buffer for which a blocking receive posts its own
+/// `MPI_Irecv` ([`Mpi::recv_posted`]); larger ones take the matched-probe path,
+/// whose extra cost is small next to the message, and which receives straight
+/// into the user's buffer.
+const SMALL_RECV: usize = EAGER_SAFE;
+
+/// Where a direct receive is posted: source, exact tag and lane.
+struct PostedRecv {
+    src: c_int,
+    tag: c_int,
+    lane: ffi::MPI_Comm,
+}
+
+/// The region a thread's posted receives land in: `MPI_Irecv` is posted for
+/// the largest count MPI can express, so MPI never truncates.
+///
+/// That is a safety requirement, not a convenience: Open MPI 4.1.4's
+/// shared-memory transport writes a rendezvous message (above its 4 KiB eager
+/// limit) past the end of a smaller posted receive buffer — measured here with
+/// a C `MPI_Irecv` of 4096 bytes and 5000-, 16384- and 100000-byte sends, all
+/// written whole. The region is reserved, not touched: the kernel commits only
+/// the pages a message writes, and a region that a large message dirtied is
+/// given back.
+struct Scratch(Vec<u8>);
+
+impl Scratch {
+    /// Bytes MPI may write: `c_int::MAX`, the largest count (2 GiB of address
+    /// space, committed page by page as messages land).
+    const BYTES: usize = c_int::MAX as usize;
+    /// A region that received more than this is freed and reserved afresh.
+    const KEEP: usize = 1 << 20;
+
+    /// `None` where the address space cannot be reserved (e.g. a `ulimit -v`):
+    /// receives then take the matched-probe path.
+    fn reserve() -> Option<Scratch> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(Self::BYTES).ok()?;
+        Some(Scratch(v))
+    }
+
+    /// Whether the whole region is reserved (a fresh reservation may fail).
+    fn usable(&self) -> bool {
+        self.0.capacity() >= Self::BYTES
+    }
+
+    /// The `bytes` a completed receive wrote at the start of the region.
+    fn received(&self, bytes: usize) -> &[u8] {
+        assert!(bytes <= Self::BYTES);
+        // SAFETY: MPI wrote the message's `bytes` bytes at the start of the
+        // region (within its capacity) before the receive completed.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), bytes) }
+    }
+
+    /// Gives the pages a large message dirtied back to the system.
+    fn release_if_large(&mut self, bytes: usize) {
+        if bytes > Self::KEEP {
+            self.0 = Vec::new();
+            let _ = self.0.try_reserve_exact(Self::BYTES);
+        }
+    }
+}
+
+/// An `MPI_Irecv` posted on a lane into a [`Scratch`] region. Dropping it
+/// withdraws the receive if it is still posted, so MPI never writes to the
+/// region once its user has gone.
+struct LaneRecv<'a> {
+    req: ffi::MPI_Request,
+    _region: std::marker::PhantomData<&'a mut Scratch>,
+}
+
+impl<'a> LaneRecv<'a> {
+    fn post(at: &PostedRecv, region: &'a mut Scratch) -> Result<LaneRecv<'a>> {
+        assert!(
+            region.usable(),
+            "posting into a region that is not reserved"
+        );
+        // SAFETY: reading a constant exported by mpi-sys.
+        let mut recv = LaneRecv {
+            req: unsafe { ffi::RSMPI_REQUEST_NULL },
+            _region: std::marker::PhantomData,
+        };
+        // SAFETY: the region has room for BYTES bytes and stays borrowed by the
+        // returned guard, which does not go before the request completes.
+        check(
+            unsafe {
+                ffi::MPI_Irecv(
+                    region.0.as_mut_ptr().cast(),
+                    Scratch::BYTES as c_int,
+                    byte(),
+                    at.src,
+                    at.tag,
+                    at.lane,
+                    &mut recv.req,
+                )
+            },
+            "MPI_Irecv",
+        )?;
+        Ok(recv)
+    }
+
+    /// The message's size once the receive has completed.
+    fn test(&mut self) -> Result<Option<usize>> {
+        let mut flag: c_int = 0;
+        // SAFETY: zeroed status out-parameter; the request is valid.
+        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        check(
+            unsafe { ffi::MPI_Test(&mut self.req, &mut flag, &mut st) },
+            "MPI_Test",
+        )?;
+        Ok((flag != 0).then(|| arrived(&st).bytes))
+    }
+
+    /// Cancels the receive: `None` if it was withdrawn unmatched, else the size
+    /// of the message it took meanwhile.
+    fn withdraw(&mut self) -> Result<Option<usize>> {
+        // SAFETY: the request is valid (cancelling a completed one is a no-op);
+        // zeroed status out-parameter.
+        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        check(unsafe { ffi::MPI_Cancel(&mut self.req) }, "MPI_Cancel")?;
+        check(unsafe { ffi::MPI_Wait(&mut self.req, &mut st) }, "MPI_Wait")?;
+        let mut cancelled: c_int = 0;
+        // SAFETY: `st` was filled by MPI_Wait.
+        unsafe { ffi::MPI_Test_cancelled(&st, &mut cancelled) };
+        Ok((cancelled == 0).then(|| arrived(&st).bytes))
+    }
+}
+
+impl Drop for LaneRecv<'_> {
+    fn drop(&mut self) {
+        // SAFETY: reading a constant exported by mpi-sys.
+        if self.req != unsafe { ffi::RSMPI_REQUEST_NULL } {
+            // Only on an error path: withdrawn (or waited for) before the
+            // region is lent to anyone else.
+            let _ = self.withdraw();
+        }
     }
 }
 
