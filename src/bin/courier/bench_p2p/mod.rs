@@ -211,8 +211,10 @@ pub(crate) fn is_buffered(mode: &str) -> bool {
     mode == "bsend" || mode == "ibsend"
 }
 
-/// Modes of `test` among the requested ones (all of them validated).
-fn modes_of<'a>(test: &str, modes: &'a [String]) -> Vec<&'a str> {
+/// Modes of `test` on `transport` among the requested ones (all of them
+/// validated). `send-owned` moves a `Vec` between threads of one process: over
+/// MPI it would only be a copying `send`, so it is measured on `shm` only.
+fn modes_of<'a>(test: &str, transport: &str, modes: &'a [String]) -> Vec<&'a str> {
     let measures = |m: &str| match test {
         "bw" => bw_measures(m),
         "bibw" => BIBW_MODES.contains(&m),
@@ -222,7 +224,7 @@ fn modes_of<'a>(test: &str, modes: &'a [String]) -> Vec<&'a str> {
     modes
         .iter()
         .map(String::as_str)
-        .filter(|m| measures(m))
+        .filter(|m| measures(m) && !(transport == "mpi" && *m == "send-owned"))
         .collect()
 }
 
@@ -297,18 +299,27 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
         if threads >= 2 && !args.raw_only {
             pair_list.push(("shm", 0, 1));
         }
+        let mr_transport = if comm.size() >= 2 && comm.is_local(pairs.min(comm.size() / 2))? {
+            "shm"
+        } else {
+            "mpi"
+        };
         let per_size: usize = ["latency", "bw", "bibw"]
             .iter()
             .filter(|t| wants(t))
-            .map(|t| modes_of(t, &args.modes).len())
+            .flat_map(|t| {
+                pair_list
+                    .iter()
+                    .map(|p| modes_of(t, p.0, &args.modes).len())
+            })
             .sum();
         let mr_units = if wants("mr") {
-            modes_of("mr", &args.modes).len() * args.sizes.len()
+            modes_of("mr", mr_transport, &args.modes).len() * args.sizes.len()
         } else {
             0
         };
         if comm.rank() == 0 {
-            progress.set_length((pair_list.len() * per_size * args.sizes.len() + mr_units) as u64);
+            progress.set_length((per_size * args.sizes.len() + mr_units) as u64);
         }
         let mut out = (Vec::new(), Vec::new());
         for (transport, a, b) in pair_list {
@@ -328,10 +339,9 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
             )?;
         }
         if wants("mr") && !args.raw_only && comm.size() >= 2 {
-            let p = pairs.min(comm.size() / 2);
-            let transport = if comm.is_local(p)? { "shm" } else { "mpi" };
+            let (p, transport) = (pairs.min(comm.size() / 2), mr_transport);
             for &size in &args.sizes {
-                for mode in modes_of("mr", &args.modes) {
+                for mode in modes_of("mr", transport, &args.modes) {
                     progress.set_message(format!("{transport} mr {mode} {size} B, {p} pairs"));
                     let r = bandwidth::mr(comm, transport, mode, size, args.window, p, args.quick)?;
                     out.0.extend(r);
@@ -434,7 +444,7 @@ fn measure_pair(
             continue;
         }
         for test in ["latency", "bw", "bibw"].into_iter().filter(|t| wants(t)) {
-            for mode in modes_of(test, &args.modes) {
+            for mode in modes_of(test, transport, &args.modes) {
                 if pair.rank() == 0 {
                     progress.set_message(format!("{transport} {test} {mode} {size} B"));
                 }
