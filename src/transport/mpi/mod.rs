@@ -293,9 +293,8 @@ pub(crate) struct Mpi {
     bsend: Mutex<(Vec<u8>, Vec<usize>)>,
     /// Progress calls per thread, for [`QUERY_EVERY`].
     polls: Box<[AtomicU32]>,
-    /// Where each thread's posted receives land (reserved on first use; `None`
-    /// inside when it could not be).
-    scratch: Box<[Mutex<Option<Option<Scratch>>>]>,
+    /// Where each thread's posted receives land (reserved on first use).
+    scratch: Box<[Mutex<Option<Scratch>>]>,
 }
 
 fn dup(comm: ffi::MPI_Comm) -> Result<Comm> {
@@ -471,15 +470,11 @@ impl Mpi {
                 // SAFETY: `data` stays borrowed until the loop below has seen the
                 // request complete (an error return means the job is aborting).
                 let mut req = MpiRequest(Handle(unsafe { self.start(from, to, env, data, mode)? }));
-                let mut polls = 0u32;
+                let mut pace = Pace::default();
                 while req.test_status()?.is_none() {
-                    polls = polls.wrapping_add(1);
-                    if polls % 64 == 0 {
+                    if pace.due() {
                         poll_failure()?;
                         self.progress(shm, from)?;
-                        if polls > 1 << 16 {
-                            std::thread::yield_now();
-                        }
                     }
                 }
                 return Ok(());
@@ -575,27 +570,22 @@ impl Mpi {
         mut poll_failure: impl FnMut() -> Result<()>,
     ) -> Result<()> {
         let t = me % self.threads;
-        let mut polls = 0u32;
+        let mut pace = Pace::default();
         loop {
             if let Some(outcome) = done.outcome() {
                 return outcome.map(drop);
             }
             let mut sends = self.sends[t].lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = sends.iter().position(|(_, d)| Arc::ptr_eq(d, done)) {
-                match sends[i].0.test_status() {
-                    Ok(None) => {}
-                    Ok(Some(_)) => sends.swap_remove(i).1.complete(Ok(Status::default())),
-                    Err(e) => sends.swap_remove(i).1.complete(Err(e)),
+                let (req, d) = &mut sends[i];
+                if req.settle(d) {
+                    sends.swap_remove(i);
                 }
             }
             drop(sends);
-            polls = polls.wrapping_add(1);
-            if polls % 64 == 0 {
+            if pace.due() {
                 poll_failure()?;
                 self.progress(shm, me)?;
-                if polls > 1 << 16 {
-                    std::thread::yield_now();
-                }
             }
         }
     }
@@ -791,16 +781,15 @@ impl Mpi {
         if let Some(tag) = pat.tag.filter(|_| dst.raw().1 <= SMALL_RECV) {
             if let Ok(mut scratch) = self.scratch[t].try_lock() {
                 let region = scratch.get_or_insert_with(Scratch::reserve);
-                if let Some(region) = region.as_mut().filter(|r| r.usable()) {
-                    let posted = PostedRecv { src, tag, lane };
-                    let env = env(tag);
-                    return self.recv_posted(shm, me, posted, region, dst, env, poll_failure);
+                if region.usable() {
+                    let posted = LaneRecv::post(src, tag, lane, region)?;
+                    return self.recv_posted(shm, me, posted, dst, env(tag), poll_failure);
                 }
             }
         }
         // SAFETY: reading a constant exported by mpi-sys.
         let tag = pat.tag.unwrap_or(unsafe { ffi::RSMPI_ANY_TAG });
-        let mut polls = 0u32;
+        let mut pace = Pace::default();
         loop {
             if let Some((msg, st)) = improbe(src, tag, lane, "MPI_Improbe")? {
                 if st.MPI_TAG == MARKER_TAG {
@@ -814,16 +803,12 @@ impl Mpi {
                 let a = arrived(&st);
                 return Ok(Some(mrecv_into(msg, a, dst, &env(a.tag))));
             }
-            polls = polls.wrapping_add(1);
-            if polls % 64 == 0 {
+            if pace.due() {
                 poll_failure()?;
                 if self.has_ready_queries(t)? {
                     return Ok(None); // nothing posted: register, where queries find it
                 }
                 self.progress_requests(shm, me)?;
-                if polls > 1 << 16 {
-                    std::thread::yield_now();
-                }
             }
         }
     }
@@ -838,26 +823,22 @@ impl Mpi {
     /// receive is posted outside the registry, so one makes it withdraw
     /// (`MPI_Cancel`) and return `None`: the caller then registers the receive,
     /// and the query finds it.
-    #[allow(clippy::too_many_arguments)]
     fn recv_posted(
         &self,
         shm: &Shm,
         me: usize,
-        posted: PostedRecv,
-        scratch: &mut Scratch,
+        mut req: LaneRecv,
         dst: RecvBuf,
         env: Envelope,
         mut poll_failure: impl FnMut() -> Result<()>,
     ) -> Result<Option<Result<Status>>> {
         let t = me % self.threads;
-        let mut req = LaneRecv::post(&posted, scratch)?;
-        let mut polls = 0u32;
+        let mut pace = Pace::default();
         let bytes = loop {
             if let Some(bytes) = req.test()? {
                 break bytes;
             }
-            polls = polls.wrapping_add(1);
-            if polls % 64 == 0 {
+            if pace.due() {
                 if let Err(e) = poll_failure() {
                     req.withdraw()?;
                     return Err(e);
@@ -869,14 +850,10 @@ impl Mpi {
                     }
                 }
                 self.progress_requests(shm, me)?;
-                if polls > 1 << 16 {
-                    std::thread::yield_now();
-                }
             }
         };
-        drop(req);
-        let outcome = dst.fill(scratch.received(bytes), &env);
-        scratch.release_if_large(bytes);
+        let outcome = dst.fill(req.region.received(bytes), &env);
+        req.region.release_if_large(bytes);
         Ok(Some(outcome))
     }
 
@@ -943,17 +920,7 @@ impl Mpi {
     fn progress_requests(&self, shm: &Shm, me: usize) -> Result<()> {
         let t = me % self.threads;
         let mut sends = self.sends[t].lock().unwrap_or_else(|e| e.into_inner());
-        sends.retain_mut(|(req, done)| match req.test_status() {
-            Ok(None) => true,
-            Ok(Some(_)) => {
-                done.complete(Ok(Status::default()));
-                false
-            }
-            Err(e) => {
-                done.complete(Err(e));
-                false
-            }
-        });
+        sends.retain_mut(|(req, done)| !req.settle(done));
         drop(sends);
         let mut pending = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
         let mut i = 0;
@@ -1391,13 +1358,6 @@ impl Arrived {
 /// into the user's buffer.
 const SMALL_RECV: usize = EAGER_SAFE;
 
-/// Where a direct receive is posted: source, exact tag and lane.
-struct PostedRecv {
-    src: c_int,
-    tag: c_int,
-    lane: ffi::MPI_Comm,
-}
-
 /// The region a thread's posted receives land in: `MPI_Irecv` is posted for
 /// the largest count MPI can express, so MPI never truncates.
 ///
@@ -1417,15 +1377,15 @@ impl Scratch {
     /// A region that received more than this is freed and reserved afresh.
     const KEEP: usize = 1 << 20;
 
-    /// `None` where the address space cannot be reserved (e.g. a `ulimit -v`):
-    /// receives then take the matched-probe path.
-    fn reserve() -> Option<Scratch> {
+    /// A region; not [`usable`](Self::usable) where the address space cannot be
+    /// reserved (e.g. a `ulimit -v`): receives then take the matched-probe path.
+    fn reserve() -> Scratch {
         let mut v = Vec::new();
-        v.try_reserve_exact(Self::BYTES).ok()?;
-        Some(Scratch(v))
+        let _ = v.try_reserve_exact(Self::BYTES);
+        Scratch(v)
     }
 
-    /// Whether the whole region is reserved (a fresh reservation may fail).
+    /// Whether the whole region is reserved.
     fn usable(&self) -> bool {
         self.0.capacity() >= Self::BYTES
     }
@@ -1441,8 +1401,7 @@ impl Scratch {
     /// Gives the pages a large message dirtied back to the system.
     fn release_if_large(&mut self, bytes: usize) {
         if bytes > Self::KEEP {
-            self.0 = Vec::new();
-            let _ = self.0.try_reserve_exact(Self::BYTES);
+            *self = Scratch::reserve();
         }
     }
 }
@@ -1452,31 +1411,34 @@ impl Scratch {
 /// region once its user has gone.
 struct LaneRecv<'a> {
     req: ffi::MPI_Request,
-    _region: std::marker::PhantomData<&'a mut Scratch>,
+    /// Read only once the receive has completed.
+    region: &'a mut Scratch,
 }
 
 impl<'a> LaneRecv<'a> {
-    fn post(at: &PostedRecv, region: &'a mut Scratch) -> Result<LaneRecv<'a>> {
+    /// Posts the receive from `src` with exact `tag` on `lane`.
+    fn post(src: c_int, tag: c_int, lane: ffi::MPI_Comm, region: &'a mut Scratch) -> Result<Self> {
         assert!(
             region.usable(),
             "posting into a region that is not reserved"
         );
+        let buf = region.0.as_mut_ptr();
         // SAFETY: reading a constant exported by mpi-sys.
         let mut recv = LaneRecv {
             req: unsafe { ffi::RSMPI_REQUEST_NULL },
-            _region: std::marker::PhantomData,
+            region,
         };
         // SAFETY: the region has room for BYTES bytes and stays borrowed by the
         // returned guard, which does not go before the request completes.
         check(
             unsafe {
                 ffi::MPI_Irecv(
-                    region.0.as_mut_ptr().cast(),
+                    buf.cast(),
                     Scratch::BYTES as c_int,
                     byte(),
-                    at.src,
-                    at.tag,
-                    at.lane,
+                    src,
+                    tag,
+                    lane,
                     &mut recv.req,
                 )
             },
@@ -1523,6 +1485,25 @@ impl Drop for LaneRecv<'_> {
     }
 }
 
+/// Paces a poll loop: [`due`](Pace::due) on every 64th poll, time for the slow
+/// checks (failures, full progress); after 2^16 polls each of those also yields
+/// the core.
+#[derive(Default)]
+struct Pace(u32);
+
+impl Pace {
+    fn due(&mut self) -> bool {
+        self.0 = self.0.wrapping_add(1);
+        if self.0 % 64 != 0 {
+            return false;
+        }
+        if self.0 > 1 << 16 {
+            std::thread::yield_now();
+        }
+        true
+    }
+}
+
 /// A nonblocking send and the completion its request owner waits on.
 type SendInFlight = (MpiRequest, Arc<Completion>);
 
@@ -1530,6 +1511,21 @@ type SendInFlight = (MpiRequest, Arc<Completion>);
 struct MpiRequest(Handle<ffi::MPI_Request>);
 
 impl MpiRequest {
+    /// Tests a tracked send; once it is done, completes its waiter and says so.
+    fn settle(&mut self, done: &Completion) -> bool {
+        match self.test_status() {
+            Ok(None) => false,
+            Ok(Some(_)) => {
+                done.complete(Ok(Status::default()));
+                true
+            }
+            Err(e) => {
+                done.complete(Err(e));
+                true
+            }
+        }
+    }
+
     fn test_status(&mut self) -> Result<Option<Arrived>> {
         let mut flag: c_int = 0;
         // SAFETY: zeroed status out-parameter; the request is valid or null.
