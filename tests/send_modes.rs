@@ -46,6 +46,46 @@ fn ssend_does_not_return_before_the_receive_is_posted() {
     }
 }
 
+/// A tiny ssend travels in the pair's fastbox; a probe at the receiver moves it
+/// into the receiver's queue unmatched. The ssend must still wait for the
+/// receive, then return; and a run of them (each matched at once, or after a
+/// probe) keeps its order.
+#[test]
+fn tiny_ssend_waits_for_the_receive_even_once_its_message_is_queued() {
+    let posted = Arc::new(AtomicBool::new(false));
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            comm.ssend(&[5u64], 1, 3)?;
+            assert!(
+                posted.load(SeqCst),
+                "ssend returned before the receive was posted"
+            );
+            for i in 0..500u64 {
+                comm.ssend(&[i], 1, (i % 2) as i32)?;
+            }
+        } else {
+            let start = Instant::now();
+            // The probe drains the fastbox: the message is queued, not matched.
+            while comm.iprobe(0, 3)?.is_none() {
+                assert!(start.elapsed() < DEADLINE, "the ssend never arrived");
+            }
+            sleep(Duration::from_millis(50));
+            posted.store(true, SeqCst);
+            let mut b = [0u64];
+            comm.recv(&mut b, 0, 3)?;
+            assert_eq!(b, [5]);
+            for i in 0..500u64 {
+                if i % 7 == 0 {
+                    comm.probe(0, ANY_TAG)?;
+                }
+                let st = comm.recv(&mut b, 0, ANY_TAG)?;
+                assert_eq!((b[0], st.tag), (i, (i % 2) as i32), "overtaken");
+            }
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn issend_request_stays_pending_until_the_receive_is_posted() {
     let posted = Arc::new(AtomicBool::new(false));

@@ -396,6 +396,14 @@ impl Comm {
         let Some(to) = peer.local else {
             return self.send_remote(&env, bytes, peer, mode);
         };
+        // Embedded only: a cluster rank must keep making MPI progress while it
+        // waits (`settle_send`).
+        if let (Mode::Synchronous, None) = (&mode, &self.world.mpi) {
+            let shm = &self.world.shm;
+            if let Some(n) = shm.ssend_fastbox(self.me(), to, &env, bytes) {
+                return shm.wait_sync(self.me(), to, n, &self.world.live, peer);
+            }
+        }
         // SAFETY: if the send is pending, `settle_send` does not return before the
         // receiver has finished with `bytes` or the send has been withdrawn.
         match unsafe { self.world.shm.send(self.me(), to, env, bytes, mode) } {

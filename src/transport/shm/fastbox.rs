@@ -6,8 +6,15 @@
 //! next holds the receiver's mailbox lock drains the slot into the matching engine
 //! (see `Shm::inbox`), so fastbox messages are matched in the same order as all
 //! others. All fields are atomics: no unsafe code.
+//!
+//! A tiny *synchronous* send goes the same way, flagged, and then waits for its
+//! pair's match counter to move: whoever matches the message (the receiver taking
+//! it directly, a drain that meets a posted receive, or the drop of the queued
+//! copy once a receive has taken it) counts it. One such send per pair is in
+//! flight at a time (a token), so the counter's next step is that send's match.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
@@ -24,6 +31,9 @@ const FULL: u32 = 2;
 /// directly (see [`Fastboxes::claim`]); a drain waits for it to decide.
 const TAKING: u32 = 3;
 
+/// Flag in a slot's `len`: the message is a synchronous send's.
+const SYNC: u32 = 1 << 31;
+
 /// One slot: state, length, envelope, payload — 64 bytes.
 #[derive(Debug, Default)]
 struct Slot {
@@ -38,6 +48,9 @@ struct Slot {
 pub(crate) struct Taken {
     pub env: Envelope,
     pub from: usize,
+    /// A synchronous send's: whoever matches it calls [`Fastboxes::matched`]
+    /// (or drops the [`SyncMatch`] queued with it).
+    pub sync: bool,
     len: usize,
     data: [u8; FASTBOX_BYTES],
 }
@@ -48,11 +61,34 @@ impl Taken {
     }
 }
 
+/// The synchronous-send state of one (receiver, sender) pair.
+#[derive(Debug, Default)]
+struct SyncPair {
+    /// Held by the one synchronous fastbox send of the pair in flight.
+    token: AtomicU32,
+    /// Synchronous fastbox messages of the pair matched so far.
+    matched: AtomicU64,
+}
+
+/// Counts a queued synchronous message as matched when dropped: a queued body is
+/// dropped once a receive (or matched probe's receive) has taken it.
+pub(crate) struct SyncMatch {
+    pairs: Arc<[CachePadded<SyncPair>]>,
+    index: usize,
+}
+
+impl Drop for SyncMatch {
+    fn drop(&mut self) {
+        self.pairs[self.index].matched.fetch_add(1, Release);
+    }
+}
+
 /// The slots of a job: `slots[to * ranks + from]`.
 #[derive(Debug)]
 pub(crate) struct Fastboxes {
     ranks: usize,
     slots: Box<[CachePadded<Slot>]>,
+    sync: Arc<[CachePadded<SyncPair>]>,
 }
 
 impl Fastboxes {
@@ -62,12 +98,70 @@ impl Fastboxes {
             slots: (0..ranks * ranks)
                 .map(|_| CachePadded::new(Slot::default()))
                 .collect(),
+            sync: (0..ranks * ranks).map(|_| CachePadded::default()).collect(),
+        }
+    }
+
+    /// Puts a synchronous send's message in the `from → to` slot. `Some(n)`:
+    /// put, and matched once [`matched_count`](Self::matched_count) exceeds `n`;
+    /// the caller then calls [`end_sync`](Self::end_sync). `None`: nothing done
+    /// (too long, slot full, or another synchronous send of the pair in flight).
+    pub fn try_put_sync(
+        &self,
+        from: usize,
+        to: usize,
+        env: &Envelope,
+        bytes: &[u8],
+    ) -> Option<u64> {
+        if bytes.len() > FASTBOX_BYTES {
+            return None;
+        }
+        let pair = &self.sync[to * self.ranks + from];
+        if pair.token.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
+            return None;
+        }
+        let before = pair.matched.load(Acquire);
+        if self.put(from, to, env, bytes, SYNC) {
+            Some(before)
+        } else {
+            pair.token.store(0, Release);
+            None
+        }
+    }
+
+    /// Synchronous fastbox messages `from → to` matched so far.
+    pub fn matched_count(&self, from: usize, to: usize) -> u64 {
+        self.sync[to * self.ranks + from].matched.load(Acquire)
+    }
+
+    /// Ends the pair's synchronous send (matched, or given up on).
+    pub fn end_sync(&self, from: usize, to: usize) {
+        self.sync[to * self.ranks + from].token.store(0, Release);
+    }
+
+    /// Counts a taken synchronous message as matched.
+    pub fn matched(&self, from: usize, to: usize) {
+        self.sync[to * self.ranks + from]
+            .matched
+            .fetch_add(1, Release);
+    }
+
+    /// What a queued copy of a synchronous message carries: counts the match
+    /// when the copy is dropped.
+    pub fn match_on_drop(&self, from: usize, to: usize) -> SyncMatch {
+        SyncMatch {
+            pairs: self.sync.clone(),
+            index: to * self.ranks + from,
         }
     }
 
     /// Puts a message in the `from → to` slot; `false` (nothing done) if the
     /// message is too long or the slot is still full.
     pub fn try_put(&self, from: usize, to: usize, env: &Envelope, bytes: &[u8]) -> bool {
+        self.put(from, to, env, bytes, 0)
+    }
+
+    fn put(&self, from: usize, to: usize, env: &Envelope, bytes: &[u8], flags: u32) -> bool {
         if bytes.len() > FASTBOX_BYTES {
             return false;
         }
@@ -88,7 +182,7 @@ impl Fastboxes {
                 Relaxed,
             );
         }
-        slot.len.store(bytes.len() as u32, Relaxed);
+        slot.len.store(bytes.len() as u32 | flags, Relaxed);
         slot.ctx_tag.store(
             (u64::from(env.ctx) << 32) | u64::from(env.tag as u32),
             Relaxed,
@@ -170,14 +264,17 @@ impl Fastboxes {
             chunk.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
         }
         let ctx_tag = slot.ctx_tag.load(Relaxed);
+        let env = Envelope {
+            ctx: (ctx_tag >> 32) as u32,
+            tag: ctx_tag as u32 as i32,
+            source: slot.source.load(Relaxed) as usize,
+        };
+        let len = slot.len.load(Relaxed);
         Taken {
-            env: Envelope {
-                ctx: (ctx_tag >> 32) as u32,
-                tag: ctx_tag as u32 as i32,
-                source: slot.source.load(Relaxed) as usize,
-            },
+            env,
             from,
-            len: slot.len.load(Relaxed) as usize,
+            sync: len & SYNC != 0,
+            len: (len & !SYNC) as usize,
             data,
         }
     }

@@ -40,7 +40,7 @@ use crate::bsend::BsendSpace;
 use crate::matching::{Envelope, Matcher, Pattern};
 use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 
-use fastbox::{Fastboxes, Taken};
+use fastbox::{Fastboxes, SyncMatch, Taken};
 
 /// Jobs up to this many ranks get fastboxes (they take ranks² cache lines).
 const FASTBOX_MAX_RANKS: usize = 64;
@@ -155,6 +155,9 @@ pub(crate) enum Body {
         data: Vec<u8>,
         _space: Option<BsendSpace>,
     },
+    /// A copy of a tiny synchronous send's message, drained from its fastbox;
+    /// dropping it (once a receive took it) tells the waiting sender.
+    SyncCopy { data: Vec<u8>, _matched: SyncMatch },
     /// Rendezvous: the sender's own buffer, which it keeps valid until `done`.
     Borrowed { src: SendPtr, done: Arc<Completion> },
     /// A moved `Vec<T>` (as `Box<dyn Any>`), plus its bytes.
@@ -169,7 +172,7 @@ impl Body {
     /// The message bytes.
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Body::Eager { data, .. } => data,
+            Body::Eager { data, .. } | Body::SyncCopy { data, .. } => data,
             Body::Borrowed { src, .. } | Body::Owned { src, .. } => {
                 // SAFETY: a Borrowed sender keeps its buffer valid and unmodified
                 // until `done` completes, which only this body's Drop does; an Owned
@@ -203,7 +206,7 @@ impl Drop for Body {
         let done = match self {
             Body::Borrowed { done, .. } => Some(&*done),
             Body::Owned { done, .. } => done.as_ref(),
-            Body::Eager { .. } => None,
+            Body::Eager { .. } | Body::SyncCopy { .. } => None,
         };
         if let Some(done) = done {
             done.complete(Ok(Status::default()));
@@ -353,12 +356,18 @@ impl Shm {
             fb.drain(rank, |t: Taken| {
                 if let Some(posted) = inbox.matcher.take_posted(&t.env) {
                     posted.done.complete(posted.dst.fill(t.bytes(), &t.env));
+                    if t.sync {
+                        fb.matched(t.from, rank);
+                    }
                     delivered = true;
                 } else {
                     let credit = t.bytes().len();
-                    let body = Body::Eager {
-                        data: t.bytes().to_vec(),
-                        _space: None,
+                    let data = t.bytes().to_vec();
+                    let body = if t.sync {
+                        let _matched = fb.match_on_drop(t.from, rank);
+                        Body::SyncCopy { data, _matched }
+                    } else {
+                        Body::Eager { data, _space: None }
                     };
                     let msg = Incoming {
                         body,
@@ -407,6 +416,9 @@ impl Shm {
                     return None;
                 }
                 fb.release(from, me);
+                if taken.sync {
+                    fb.matched(from, me);
+                }
                 return Some(dst.fill(taken.bytes(), &taken.env));
             }
             std::hint::spin_loop();
@@ -436,6 +448,66 @@ impl Shm {
             self.progress(me);
             done.outcome()
         })
+    }
+
+    /// A blocking synchronous send of a tiny message through the pair's fastbox:
+    /// `Some(n)` when put there, to be waited for with
+    /// [`wait_sync`](Self::wait_sync); `None` when it must take the ordinary way
+    /// (too long, fastbox full, another synchronous fastbox send of the pair in
+    /// flight), or should: to itself, or when the receiver has receives posted
+    /// (one may match at once, which the ordinary way does on the spot).
+    /// No lock, no allocation, and the receiver's match is one counter step.
+    pub fn ssend_fastbox(
+        &self,
+        from: usize,
+        to: usize,
+        env: &Envelope,
+        data: &[u8],
+    ) -> Option<u64> {
+        if from == to || self.mailboxes[to].queued.load(Acquire) != 0 {
+            return None;
+        }
+        let n = self.fastboxes.as_ref()?.try_put_sync(from, to, env, data)?;
+        self.mailboxes[to].arrivals.notify();
+        Some(n)
+    }
+
+    /// Waits until the synchronous fastbox send `from → to` that
+    /// [`ssend_fastbox`](Self::ssend_fastbox) numbered `n` has been matched.
+    /// Gives up with `Err` when a rank fails or `peer` finishes without having
+    /// matched it (the message then stays behind, unreceived, as with MPI).
+    pub fn wait_sync(
+        &self,
+        from: usize,
+        to: usize,
+        n: u64,
+        live: &Liveness,
+        peer: Peer,
+    ) -> Result<()> {
+        let fb = self.fastboxes.as_ref().expect("ssend_fastbox put it there");
+        let matched = || fb.matched_count(from, to) > n;
+        let mut polls = 0u32;
+        let res = loop {
+            if matched() {
+                break Ok(());
+            }
+            polls = polls.wrapping_add(1);
+            if polls % 64 == 0 {
+                if let Err(e) = live.check() {
+                    break Err(e);
+                }
+                // Finished first, then not matched: it never will be.
+                if live.has_finished(peer) && !matched() {
+                    break Err(Error::PeerFinished { rank: peer.rank });
+                }
+                if polls > 1 << 12 {
+                    std::thread::yield_now(); // more ranks than cores: let the receiver run
+                }
+            }
+            std::hint::spin_loop();
+        };
+        fb.end_sync(from, to);
+        res
     }
 
     /// Sends `data` from world rank `from` to world rank `to`.
