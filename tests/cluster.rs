@@ -142,11 +142,12 @@ fn launch_all() {
     check(
         "a_panicking_rank_aborts_the_job_naming_the_rank".into(),
         out.and_then(|(ok, stdout, stderr)| {
-            if !ok && stderr.contains("rank 3 panicked") && stderr.contains("on purpose") {
-                Ok(())
-            } else {
-                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
-            }
+            verdict(
+                !ok && stderr.contains("rank 3 panicked") && stderr.contains("on purpose"),
+                ok,
+                &stdout,
+                &stderr,
+            )
         }),
     );
     let info = std::path::Path::new(env!("CARGO_BIN_EXE_courier"));
@@ -164,11 +165,7 @@ fn launch_all() {
                 && stdout.contains("\"threads_per_process\": 2")
                 && stdout.contains("MPI_THREAD_MULTIPLE")
                 && stdout.contains("\"mpi_library\"");
-            if good {
-                Ok(())
-            } else {
-                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
-            }
+            verdict(good, ok, &stdout, &stderr)
         }),
     );
     // Two processes of two threads on one node, not bound by mpirun: each
@@ -185,11 +182,12 @@ fn launch_all() {
             let v: serde_json::Value =
                 serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}\n{stderr}"))?;
             let blocks = v["blocks"].as_array().map_or(0, Vec::len);
-            if ok && v["verified"] == true && blocks == 2 && v["ranks"] == 4 {
-                Ok(())
-            } else {
-                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
-            }
+            verdict(
+                ok && v["verified"] == true && blocks == 2 && v["ranks"] == 4,
+                ok,
+                &stdout,
+                &stderr,
+            )
         }),
     );
     // Gossip across processes (2 × 2 ranks: MPI and shared memory) gives what
@@ -277,11 +275,7 @@ fn launch_all() {
                 a.iter()
                     .all(|r| r["verified"] == true && r["ranks"] == 4 && r["delivered"] == 1200)
             });
-            if ok && runs == 7 && all {
-                Ok(())
-            } else {
-                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
-            }
+            verdict(ok && runs == 7 && all, ok, &stdout, &stderr)
         }),
     );
     let out = mpirun(
@@ -302,11 +296,12 @@ fn launch_all() {
     check(
         "multicast_broken_order_fails_the_job_with_the_divergence".into(),
         out.and_then(|(ok, stdout, stderr)| {
-            if !ok && stderr.contains("NOT verified") && stderr.contains("causal") {
-                Ok(())
-            } else {
-                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
-            }
+            verdict(
+                !ok && stderr.contains("NOT verified") && stderr.contains("causal"),
+                ok,
+                &stdout,
+                &stderr,
+            )
         }),
     );
     let json = std::env::temp_dir().join(format!("courier-bench-{}.json", std::process::id()));
@@ -399,11 +394,7 @@ fn launch_all() {
                     && has("raw-ssend", "latency", size)
                     && has("raw-isend", "bw", size)
             });
-            if ok && all && stdout.contains("x MPI") {
-                Ok(())
-            } else {
-                Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
-            }
+            verdict(ok && all && stdout.contains("x MPI"), ok, &stdout, &stderr)
         }),
     );
     println!(
@@ -893,4 +884,13 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
     }
     assert_eq!(v, [me as u64; 1000]);
     Ok(())
+}
+
+/// A CLI check's result: `Ok` when `good`, else the run's exit status and output.
+fn verdict(good: bool, ok: bool, stdout: &str, stderr: &str) -> Result<(), String> {
+    if good {
+        Ok(())
+    } else {
+        Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
+    }
 }
