@@ -39,9 +39,15 @@ impl Layout {
         w / self.threads
     }
 
+    /// World rank of this process's first rank-thread.
+    pub fn first(&self) -> usize {
+        self.process * self.threads
+    }
+
     /// Index of world rank `w` among this process's ranks, if it lives here.
+    /// A subtraction and a compare, no division: every send and receive asks.
     pub fn local(&self, w: usize) -> Option<usize> {
-        (self.process_of(w) == self.process).then_some(w % self.threads)
+        w.checked_sub(self.first()).filter(|&t| t < self.threads)
     }
 }
 
@@ -440,5 +446,26 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "(non-string panic payload)".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+
+    #[test]
+    fn local_index_is_only_given_for_ranks_of_this_process() {
+        let layout = Layout {
+            process: 1,
+            processes: 3,
+            threads: 4,
+        };
+        let local: Vec<_> = (0..12).map(|w| layout.local(w)).collect();
+        let mut expected = vec![None; 12];
+        for t in 0..4 {
+            expected[4 + t] = Some(t);
+        }
+        assert_eq!(local, expected);
+        assert_eq!(layout.first(), 4);
     }
 }

@@ -102,6 +102,8 @@ fn a_length_that_is_not_whole_elements_is_a_type_mismatch() {
         if comm.rank() == 0 {
             comm.send(&[1u8; 6], 1, 0)?;
             comm.send(&[1u8; 6], 1, 0)?;
+            comm.send(&[1u8; 18], 1, 0)?;
+            comm.send(&[1u8; 24], 1, 0)?;
         } else {
             let mut v = [0u32; 4];
             let err = comm.recv(&mut v, 0, 0).unwrap_err();
@@ -118,6 +120,17 @@ fn a_length_that_is_not_whole_elements_is_a_type_mismatch() {
                     ..
                 })
             ));
+            // An element size that is not a power of two (12 bytes).
+            let mut triples = [[0u32; 3]; 2];
+            assert!(matches!(
+                comm.recv(&mut triples, 0, 0),
+                Err(Error::TypeMismatch {
+                    bytes: 18,
+                    size: 12,
+                    ..
+                })
+            ));
+            assert_eq!(comm.recv(&mut triples, 0, 0)?.count::<[u32; 3]>(), 2);
         }
         Ok(())
     });

@@ -115,7 +115,7 @@ impl Comm {
 
     /// Index of this rank among the ranks of its process.
     pub(crate) fn me(&self) -> usize {
-        self.world_rank() % self.world.layout.threads
+        self.world_rank() - self.world.layout.first()
     }
 
     /// The configuration the job was started with.
@@ -209,10 +209,15 @@ impl Comm {
 
     /// World rank of `rank`, or `InvalidRank`.
     pub(crate) fn world_of(&self, rank: usize) -> Result<usize> {
-        self.group.get(rank).copied().ok_or(Error::InvalidRank {
-            rank,
-            size: self.size(),
-        })
+        // `ok_or_else`: an `Error` built eagerly is dropped on every call (a
+        // measurable share of a tiny send).
+        self.group
+            .get(rank)
+            .copied()
+            .ok_or_else(|| Error::InvalidRank {
+                rank,
+                size: self.size(),
+            })
     }
 
     pub(crate) fn coll_ctx(&self) -> u32 {

@@ -174,13 +174,19 @@ impl Fastboxes {
         {
             return false;
         }
-        let mut padded = [0u8; FASTBOX_BYTES];
-        padded[..bytes.len()].copy_from_slice(bytes);
-        for (w, chunk) in slot.data.iter().zip(padded.chunks_exact(8)) {
+        // Only the words the message covers (the reader reads no more).
+        let mut chunks = bytes.chunks_exact(8);
+        for (w, chunk) in slot.data.iter().zip(&mut chunks) {
             w.store(
                 u64::from_ne_bytes(chunk.try_into().expect("8 bytes")),
                 Relaxed,
             );
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut word = [0u8; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            slot.data[bytes.len() / 8].store(u64::from_ne_bytes(word), Relaxed);
         }
         slot.len.store(bytes.len() as u32 | flags, Relaxed);
         slot.ctx_tag.store(
@@ -259,8 +265,11 @@ impl Fastboxes {
     }
 
     fn read(slot: &Slot, from: usize) -> Taken {
+        let len = slot.len.load(Relaxed);
+        let bytes = (len & !SYNC) as usize;
         let mut data = [0u8; FASTBOX_BYTES];
-        for (w, chunk) in slot.data.iter().zip(data.chunks_exact_mut(8)) {
+        let words = bytes.div_ceil(8);
+        for (w, chunk) in slot.data[..words].iter().zip(data.chunks_exact_mut(8)) {
             chunk.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
         }
         let ctx_tag = slot.ctx_tag.load(Relaxed);
@@ -269,12 +278,11 @@ impl Fastboxes {
             tag: ctx_tag as u32 as i32,
             source: slot.source.load(Relaxed) as usize,
         };
-        let len = slot.len.load(Relaxed);
         Taken {
             env,
             from,
             sync: len & SYNC != 0,
-            len: (len & !SYNC) as usize,
+            len: bytes,
             data,
         }
     }
