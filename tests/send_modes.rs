@@ -114,6 +114,63 @@ fn issend_request_stays_pending_until_the_receive_is_posted() {
     });
 }
 
+/// Tiny issends: the first of a run travels in the pair's fastbox, the others
+/// (its token still held) through the mailbox behind it. None completes before
+/// its receive is posted, not even once a probe has queued it; they arrive in
+/// order; and a leaked request is still waited for by its scope.
+#[test]
+fn tiny_issends_complete_only_once_received_and_keep_their_order() {
+    let posted = Arc::new(AtomicUsize::new(0));
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            let data: Vec<[u64; 1]> = (0..4).map(|i| [i]).collect();
+            comm.scope(|s| {
+                let mut reqs = Vec::new();
+                for d in &data {
+                    reqs.push(s.issend(d, 1, 6)?);
+                }
+                assert_eq!(reqs[0].test()?, None, "issend complete before its receive");
+                for (i, r) in reqs.into_iter().enumerate() {
+                    r.wait()?;
+                    assert!(
+                        posted.load(SeqCst) > i,
+                        "issend {i} complete before its receive"
+                    );
+                }
+                Ok::<_, Error>(())
+            })?;
+            let leaked = [9u64];
+            comm.scope(|s| {
+                std::mem::forget(s.issend(&leaked, 1, 7)?);
+                Ok::<_, Error>(())
+            })?;
+            assert_eq!(
+                posted.load(SeqCst),
+                5,
+                "the scope ended before the leaked issend matched"
+            );
+        } else {
+            let start = Instant::now();
+            // The probe drains the fastbox: the first message is queued, unmatched.
+            while comm.iprobe(0, 6)?.is_none() {
+                assert!(start.elapsed() < DEADLINE, "the issend never arrived");
+            }
+            sleep(Duration::from_millis(30));
+            let mut b = [0u64];
+            for i in 0..4u64 {
+                posted.store(i as usize + 1, SeqCst);
+                comm.recv(&mut b, 0, 6)?;
+                assert_eq!(b, [i], "overtaken");
+            }
+            sleep(Duration::from_millis(30));
+            posted.store(5, SeqCst);
+            comm.recv(&mut b, 0, 7)?;
+            assert_eq!(b, [9]);
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn small_standard_send_returns_before_the_receive_is_posted() {
     let sent = Arc::new(AtomicBool::new(false));

@@ -42,8 +42,20 @@ use super::check_tag;
 
 /// An operation the scope must settle before it ends.
 enum Outstanding {
-    Send { dest: Peer, done: Arc<Completion> },
-    Recv { id: RecvId, done: Arc<Completion> },
+    Send {
+        dest: Peer,
+        done: Arc<Completion>,
+    },
+    Recv {
+        id: RecvId,
+        done: Arc<Completion>,
+    },
+    /// A tiny synchronous send in its pair's fastbox, numbered `n`.
+    SyncSend {
+        dest: Peer,
+        to: usize,
+        n: u64,
+    },
 }
 
 /// The region in which nonblocking operations may borrow buffers (see
@@ -77,6 +89,14 @@ enum State {
         done: Arc<Completion>,
         source: Option<Peer>,
     },
+    /// A tiny `issend` in its pair's fastbox (embedded): complete once the
+    /// pair's match counter passes `n`.
+    SyncSend {
+        dest: Peer,
+        to: usize,
+        n: u64,
+        status: Status,
+    },
     /// Completion reported (`MPI_REQUEST_NULL`).
     Inactive,
 }
@@ -85,7 +105,7 @@ impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Complete(_) => "complete",
-            State::Send { .. } => "send pending",
+            State::Send { .. } | State::SyncSend { .. } => "send pending",
             State::Recv { .. } => "receive pending",
             State::Inactive => "inactive",
         };
@@ -195,6 +215,24 @@ impl<'s, 'env> Scope<'s, 'env> {
         let peer = comm.peer(dest)?;
         let env = comm.envelope(ctx, tag);
         let status = Status::new(dest, tag, bytes.len());
+        // Embedded only, as for the blocking `ssend` (a cluster rank must make
+        // MPI progress while it waits): a tiny synchronous send needs no lock,
+        // no allocation and no completion, only the pair's match counter.
+        if let (Mode::Synchronous, Some(to), None) = (&mode, peer.local, &comm.world.mpi) {
+            if let Some(n) = comm.world.shm.ssend_fastbox(comm.me(), to, &env, bytes) {
+                let dest = peer;
+                self.outstanding
+                    .borrow_mut()
+                    .push(Outstanding::SyncSend { dest, to, n });
+                let state = State::SyncSend {
+                    dest,
+                    to,
+                    n,
+                    status,
+                };
+                return Ok(Request { comm, state });
+            }
+        }
         // SAFETY: `bytes` is borrowed for the whole scope, and the scope does not
         // end before this send has completed or been withdrawn (`settle_all`),
         // even if the request is leaked.
@@ -270,6 +308,10 @@ impl<'s, 'env> Scope<'s, 'env> {
             match op {
                 Outstanding::Send { done, .. } | Outstanding::Recv { done, .. }
                     if done.is_done() => {}
+                Outstanding::SyncSend { dest, to, n } => {
+                    let (shm, live) = (&self.comm.world.shm, &self.comm.world.live);
+                    let _ = shm.wait_sync(self.comm.me(), to, n, live, dest);
+                }
                 Outstanding::Send { dest, done } => {
                     let _ = self.comm.settle_send(dest, &done);
                 }
@@ -301,6 +343,16 @@ impl Request<'_> {
                 self.comm.settle_send(dest, &done).map(|()| status)
             }
             State::Recv { id, done, source } => self.comm.settle_recv(id, &done, source),
+            State::SyncSend {
+                dest,
+                to,
+                n,
+                status,
+            } => {
+                let (shm, live) = (&self.comm.world.shm, &self.comm.world.live);
+                shm.wait_sync(self.comm.me(), to, n, live, dest)
+                    .map(|()| status)
+            }
             State::Inactive => Err(Error::InactiveRequest),
         }
     }
@@ -314,7 +366,7 @@ impl Request<'_> {
         }
         self.comm.progress();
         let peer = match &self.state {
-            State::Send { dest, .. } => Some(*dest),
+            State::Send { dest, .. } | State::SyncSend { dest, .. } => Some(*dest),
             State::Recv { source, .. } => *source,
             State::Complete(_) | State::Inactive => None,
         };
@@ -331,6 +383,9 @@ impl Request<'_> {
     fn is_ready(&self) -> bool {
         match &self.state {
             State::Send { done, .. } | State::Recv { done, .. } => done.is_done(),
+            State::SyncSend { to, n, .. } => {
+                self.comm.world.shm.sync_matched(self.comm.me(), *to, *n)
+            }
             State::Complete(_) | State::Inactive => true,
         }
     }

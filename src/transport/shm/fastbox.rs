@@ -10,8 +10,10 @@
 //! A tiny *synchronous* send goes the same way, flagged, and then waits for its
 //! pair's match counter to move: whoever matches the message (the receiver taking
 //! it directly, a drain that meets a posted receive, or the drop of the queued
-//! copy once a receive has taken it) counts it. One such send per pair is in
-//! flight at a time (a token), so the counter's next step is that send's match.
+//! copy once a receive has taken it) counts it and hands the pair's token back.
+//! One such send per pair is in flight at a time (the token), so the counter's
+//! next step is that send's match. The sender only reads the counter, so a
+//! nonblocking one (`issend`) needs no cleanup however its request ends.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Arc;
@@ -61,13 +63,24 @@ impl Taken {
     }
 }
 
-/// The synchronous-send state of one (receiver, sender) pair.
+/// The synchronous-send state of one (receiver, sender) pair, in one word:
+/// twice the number of synchronous fastbox messages matched so far, plus one
+/// while such a message is in flight (the pair's token). One word, so that a
+/// match counts the message and frees the token in the same step: a sender
+/// that sees its match can put its next message at once.
 #[derive(Debug, Default)]
-struct SyncPair {
-    /// Held by the one synchronous fastbox send of the pair in flight.
-    token: AtomicU32,
-    /// Synchronous fastbox messages of the pair matched so far.
-    matched: AtomicU64,
+struct SyncPair(AtomicU64);
+
+impl SyncPair {
+    /// Counts the in-flight message as matched and frees the token:
+    /// `2m + 1` becomes `2(m + 1)`.
+    fn count_match(&self) {
+        self.0.fetch_add(1, Release);
+    }
+
+    fn matched(&self) -> u64 {
+        self.0.load(Acquire) >> 1
+    }
 }
 
 /// Counts a queued synchronous message as matched when dropped: a queued body is
@@ -79,7 +92,7 @@ pub(crate) struct SyncMatch {
 
 impl Drop for SyncMatch {
     fn drop(&mut self) {
-        self.pairs[self.index].matched.fetch_add(1, Release);
+        self.pairs[self.index].count_match();
     }
 }
 
@@ -103,8 +116,8 @@ impl Fastboxes {
     }
 
     /// Puts a synchronous send's message in the `from → to` slot. `Some(n)`:
-    /// put, and matched once [`matched_count`](Self::matched_count) exceeds `n`;
-    /// the caller then calls [`end_sync`](Self::end_sync). `None`: nothing done
+    /// put, and matched once [`matched_count`](Self::matched_count) exceeds `n`
+    /// (the match also frees the pair's token). `None`: nothing done
     /// (too long, slot full, or another synchronous send of the pair in flight).
     pub fn try_put_sync(
         &self,
@@ -116,34 +129,31 @@ impl Fastboxes {
         if bytes.len() > FASTBOX_BYTES {
             return None;
         }
-        let pair = &self.sync[to * self.ranks + from];
-        if pair.token.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
+        let pair = &self.sync[to * self.ranks + from].0;
+        let free = pair.load(Acquire);
+        if free & 1 != 0
+            || pair
+                .compare_exchange(free, free | 1, Acquire, Relaxed)
+                .is_err()
+        {
             return None;
         }
-        let before = pair.matched.load(Acquire);
         if self.put(from, to, env, bytes, SYNC) {
-            Some(before)
+            Some(free >> 1)
         } else {
-            pair.token.store(0, Release);
+            pair.store(free, Release); // nothing in flight: nobody counts meanwhile
             None
         }
     }
 
     /// Synchronous fastbox messages `from → to` matched so far.
     pub fn matched_count(&self, from: usize, to: usize) -> u64 {
-        self.sync[to * self.ranks + from].matched.load(Acquire)
-    }
-
-    /// Ends the pair's synchronous send (matched, or given up on).
-    pub fn end_sync(&self, from: usize, to: usize) {
-        self.sync[to * self.ranks + from].token.store(0, Release);
+        self.sync[to * self.ranks + from].matched()
     }
 
     /// Counts a taken synchronous message as matched.
     pub fn matched(&self, from: usize, to: usize) {
-        self.sync[to * self.ranks + from]
-            .matched
-            .fetch_add(1, Release);
+        self.sync[to * self.ranks + from].count_match();
     }
 
     /// What a queued copy of a synchronous message carries: counts the match

@@ -479,10 +479,18 @@ impl Shm {
         Some(n)
     }
 
+    /// Whether the synchronous fastbox send `from → to` numbered `n` has been
+    /// matched.
+    pub fn sync_matched(&self, from: usize, to: usize, n: u64) -> bool {
+        let fb = self.fastboxes.as_ref().expect("ssend_fastbox put it there");
+        fb.matched_count(from, to) > n
+    }
+
     /// Waits until the synchronous fastbox send `from → to` that
     /// [`ssend_fastbox`](Self::ssend_fastbox) numbered `n` has been matched.
     /// Gives up with `Err` when a rank fails or `peer` finishes without having
-    /// matched it (the message then stays behind, unreceived, as with MPI).
+    /// matched it (the message then stays behind, unreceived, as with MPI, and
+    /// keeps the pair's token: later synchronous sends take the mailbox).
     pub fn wait_sync(
         &self,
         from: usize,
@@ -491,30 +499,25 @@ impl Shm {
         live: &Liveness,
         peer: Peer,
     ) -> Result<()> {
-        let fb = self.fastboxes.as_ref().expect("ssend_fastbox put it there");
-        let matched = || fb.matched_count(from, to) > n;
+        let matched = || self.sync_matched(from, to, n);
         let mut polls = 0u32;
-        let res = loop {
+        loop {
             if matched() {
-                break Ok(());
+                return Ok(());
             }
             polls = polls.wrapping_add(1);
             if polls % 64 == 0 {
-                if let Err(e) = live.check() {
-                    break Err(e);
-                }
+                live.check()?;
                 // Finished first, then not matched: it never will be.
                 if live.has_finished(peer) && !matched() {
-                    break Err(Error::PeerFinished { rank: peer.rank });
+                    return Err(Error::PeerFinished { rank: peer.rank });
                 }
                 if polls > 1 << 12 {
                     std::thread::yield_now(); // more ranks than cores: let the receiver run
                 }
             }
             std::hint::spin_loop();
-        };
-        fb.end_sync(from, to);
-        res
+        }
     }
 
     /// Sends `data` from world rank `from` to world rank `to`.
