@@ -43,6 +43,15 @@ impl Pattern {
             && self.source.is_none_or(|s| s == env.source)
             && self.tag.is_none_or(|t| t == env.tag)
     }
+
+    /// Whether some message could satisfy both patterns.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        fn meet<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
+            a.is_none() || b.is_none() || a == b
+        }
+        self.ctx == other.ctx && meet(self.source, other.source) && meet(self.tag, other.tag)
+    }
 }
 
 /// Posted receives of type `R` and unexpected messages of type `M`, each in order.
@@ -113,6 +122,27 @@ mod tests {
     //! checked on random interleavings of posted receives and arriving messages.
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Two patterns overlap exactly when some envelope satisfies both.
+        #[test]
+        fn patterns_overlap_iff_an_envelope_matches_both(
+            a in (0u32..2, proptest::option::of(0usize..3), proptest::option::of(0i32..3)),
+            b in (0u32..2, proptest::option::of(0usize..3), proptest::option::of(0i32..3)),
+        ) {
+            let pa = Pattern { ctx: a.0, source: a.1, tag: a.2 };
+            let pb = Pattern { ctx: b.0, source: b.1, tag: b.2 };
+            let both = (0..2).any(|ctx| {
+                (0..3).any(|source| {
+                    (0..3).any(|tag| {
+                        let env = Envelope { ctx, source, tag };
+                        pa.matches(&env) && pb.matches(&env)
+                    })
+                })
+            });
+            prop_assert_eq!(pa.overlaps(&pb), both);
+        }
+    }
 
     #[derive(Debug, Clone)]
     enum Op {

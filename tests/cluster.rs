@@ -58,6 +58,10 @@ const CASES: &[(&str, Case)] = &[
         dup_and_split_span_processes_and_isolate_traffic,
     ),
     ("sendrecv_ring", sendrecv_ring),
+    (
+        "receives_match_in_posting_order",
+        receives_match_in_posting_order,
+    ),
 ];
 
 /// Layouts: (processes, threads per process).
@@ -590,6 +594,36 @@ fn any_source_sees_both_transports_in_order(comm: &Comm) -> courier::Result<()> 
     } else {
         for i in 0..K {
             comm.send(&[comm.rank() as u64, i], 0, 3)?;
+        }
+    }
+    Ok(())
+}
+
+/// Two receives posted from rank 0, the first for tag 1, the second for any
+/// tag; rank 0 then sends tag 1 and tag 2. The tag-1 message belongs to the
+/// first receive even when it arrives while the receiver is between probing
+/// for the first and for the second.
+fn receives_match_in_posting_order(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    for round in 0..300u64 {
+        if comm.rank() == 0 {
+            comm.recv::<u8>(&mut [], last, 9)?; // both receives are posted
+            comm.send(&[round], last, 1)?;
+            comm.send(&[round + 1000], last, 2)?;
+        } else if comm.rank() == last {
+            let (mut first, mut second) = ([0u64], [0u64]);
+            comm.scope(|s| {
+                let r1 = s.irecv(&mut first, 0, 1)?;
+                let r2 = s.irecv(&mut second, 0, ANY_TAG)?;
+                comm.send::<u8>(&[], 0, 9)?;
+                // The second first: taken out of order, it would hold tag 1 (and
+                // the first would wait forever).
+                let tag = r2.wait()?.tag;
+                assert_eq!(tag, 2, "round {round}: matched out of posting order");
+                assert_eq!(r1.wait()?.tag, 1);
+                Ok::<_, Error>(())
+            })?;
+            assert_eq!((first, second), ([round], [round + 1000]), "round {round}");
         }
     }
     Ok(())

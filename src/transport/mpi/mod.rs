@@ -923,6 +923,11 @@ impl Mpi {
         sends.retain_mut(|(req, done)| !req.settle(done));
         drop(sends);
         let mut pending = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        // Patterns of receives that took nothing in this pass. A later receive
+        // that overlaps one must not claim in this pass: a message arriving
+        // between the two probes belongs to the earlier receive (posting order).
+        // It also spares a window of like receives one probe each per pass.
+        let mut unfilled: Vec<Pattern> = Vec::new();
         let mut i = 0;
         while i < pending.len() {
             if let Some(req) = pending[i].ready {
@@ -954,7 +959,14 @@ impl Mpi {
                 pending.remove(i);
                 continue;
             }
-            let Some((msg, env, a)) = self.claim(t, &pending[i])? else {
+            let pat = pending[i].pat;
+            let found = if unfilled.iter().any(|u| u.overlaps(&pat)) {
+                None
+            } else {
+                self.claim(t, &pending[i])?
+            };
+            let Some((msg, env, a)) = found else {
+                unfilled.push(pat);
                 i += 1;
                 continue;
             };
