@@ -401,7 +401,7 @@ impl Comm {
         if let (Mode::Synchronous, None) = (&mode, &self.world.mpi) {
             let shm = &self.world.shm;
             if let Some(n) = shm.ssend_fastbox(self.me(), to, &env, bytes) {
-                return shm.wait_sync(self.me(), to, n, &self.world.live, peer);
+                return self.settle_sync(peer, n);
             }
         }
         // SAFETY: if the send is pending, `settle_send` does not return before the
@@ -614,6 +614,21 @@ impl Comm {
     /// The peer a receive depends on: its source, unless it takes any source.
     pub(crate) fn source_peer(&self, pat: &Pattern) -> Result<Option<Peer>> {
         pat.source.map(|s| self.peer(s)).transpose()
+    }
+
+    /// Waits until the tiny synchronous send to local `dest` that the fastbox
+    /// numbered `n` has been matched (see `Shm::wait_sync`).
+    pub(crate) fn settle_sync(&self, dest: Peer, n: u64) -> Result<()> {
+        let to = dest.local.expect("fastbox sends go to local ranks");
+        let (shm, live) = (&self.world.shm, &self.world.live);
+        shm.wait_sync(self.me(), to, n, live, dest)
+    }
+
+    /// Whether the tiny synchronous send to local `dest` numbered `n` has been
+    /// matched.
+    pub(crate) fn sync_matched(&self, dest: Peer, n: u64) -> bool {
+        let to = dest.local.expect("fastbox sends go to local ranks");
+        self.world.shm.sync_matched(self.me(), to, n)
     }
 
     /// Waits for a pending send. If a rank fails, or the receiver finishes without

@@ -53,7 +53,6 @@ enum Outstanding {
     /// A tiny synchronous send in its pair's fastbox, numbered `n`.
     SyncSend {
         dest: Peer,
-        to: usize,
         n: u64,
     },
 }
@@ -91,12 +90,7 @@ enum State {
     },
     /// A tiny `issend` in its pair's fastbox (embedded): complete once the
     /// pair's match counter passes `n`.
-    SyncSend {
-        dest: Peer,
-        to: usize,
-        n: u64,
-        status: Status,
-    },
+    SyncSend { dest: Peer, n: u64, status: Status },
     /// Completion reported (`MPI_REQUEST_NULL`).
     Inactive,
 }
@@ -223,13 +217,8 @@ impl<'s, 'env> Scope<'s, 'env> {
                 let dest = peer;
                 self.outstanding
                     .borrow_mut()
-                    .push(Outstanding::SyncSend { dest, to, n });
-                let state = State::SyncSend {
-                    dest,
-                    to,
-                    n,
-                    status,
-                };
+                    .push(Outstanding::SyncSend { dest, n });
+                let state = State::SyncSend { dest, n, status };
                 return Ok(Request { comm, state });
             }
         }
@@ -308,9 +297,8 @@ impl<'s, 'env> Scope<'s, 'env> {
             match op {
                 Outstanding::Send { done, .. } | Outstanding::Recv { done, .. }
                     if done.is_done() => {}
-                Outstanding::SyncSend { dest, to, n } => {
-                    let (shm, live) = (&self.comm.world.shm, &self.comm.world.live);
-                    let _ = shm.wait_sync(self.comm.me(), to, n, live, dest);
+                Outstanding::SyncSend { dest, n } => {
+                    let _ = self.comm.settle_sync(dest, n);
                 }
                 Outstanding::Send { dest, done } => {
                     let _ = self.comm.settle_send(dest, &done);
@@ -343,16 +331,7 @@ impl Request<'_> {
                 self.comm.settle_send(dest, &done).map(|()| status)
             }
             State::Recv { id, done, source } => self.comm.settle_recv(id, &done, source),
-            State::SyncSend {
-                dest,
-                to,
-                n,
-                status,
-            } => {
-                let (shm, live) = (&self.comm.world.shm, &self.comm.world.live);
-                shm.wait_sync(self.comm.me(), to, n, live, dest)
-                    .map(|()| status)
-            }
+            State::SyncSend { dest, n, status } => self.comm.settle_sync(dest, n).map(|()| status),
             State::Inactive => Err(Error::InactiveRequest),
         }
     }
@@ -383,9 +362,7 @@ impl Request<'_> {
     fn is_ready(&self) -> bool {
         match &self.state {
             State::Send { done, .. } | State::Recv { done, .. } => done.is_done(),
-            State::SyncSend { to, n, .. } => {
-                self.comm.world.shm.sync_matched(self.comm.me(), *to, *n)
-            }
+            State::SyncSend { dest, n, .. } => self.comm.sync_matched(*dest, *n),
             State::Complete(_) | State::Inactive => true,
         }
     }
