@@ -114,8 +114,13 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
     let baselines = json["baselines"].as_array().unwrap();
     let count = |mode: &str| baselines.iter().filter(|b| b["mode"] == mode).count();
     assert_eq!(
-        (count("atomic-flag"), count("memcpy"), count("channel")),
-        (1, 2, 2)
+        (
+            count("atomic-flag"),
+            count("slot-handoff"),
+            count("memcpy"),
+            count("channel")
+        ),
+        (1, 1, 2, 2)
     );
     let csv = std::fs::read_to_string(&csv_path).unwrap();
     assert!(csv.starts_with("kind,transport,mode,test,size,"));

@@ -3,8 +3,10 @@
 //! measured in the same run, so every figure reads as a ratio.
 //!
 //! Baselines: over shared memory, an atomic-flag ping-pong between the same two
-//! cores (the hardware limit of a handoff), `memcpy` of the same size (the
-//! single-copy limit) and a bare crossbeam channel; Open MPI itself (raw rsmpi
+//! cores (the hardware limit of a handoff), an 8-byte message through a
+//! claimed one-line slot per direction (the floor of a mailbox slot), `memcpy`
+//! of the same size (the single-copy limit) and a bare crossbeam channel; Open
+//! MPI itself (raw rsmpi
 //! calls: `MPI_Send`, `MPI_Bsend`, `MPI_Ssend`, `MPI_Rsend` ping-pongs and an
 //! `MPI_Isend` window) — under mpirun between the pair's processes, embedded
 //! from an `mpirun -n 2` child started before the shared-memory runs.
@@ -27,10 +29,8 @@ mod plot;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 
 use courier::{Comm, Placement, Result};
-use crossbeam_utils::CachePadded;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -288,7 +288,7 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
     } else {
         ProgressBar::hidden()
     };
-    let flag = CachePadded::new(AtomicU64::new(0));
+    let lines = baselines::Lines::default();
     let channels = baselines::Channels::new();
     let reports = rt.run(|comm| {
         let threads = comm.size() / comm.processes();
@@ -333,7 +333,7 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
                 transport,
                 args,
                 samples,
-                (&flag, &channels),
+                (&lines, &channels),
                 &progress,
                 &mut out,
             )?;
@@ -417,14 +417,15 @@ fn measure_pair(
     transport: &'static str,
     args: &P2pArgs,
     samples: usize,
-    (flag, channels): (&AtomicU64, &baselines::Channels),
+    (lines, channels): (&baselines::Lines, &baselines::Channels),
     progress: &ProgressBar,
     (results, base): &mut (Vec<Record>, Vec<Record>),
 ) -> Result<()> {
     let quick = args.quick;
     let wants = |t: &str| args.tests.iter().any(|x| x == t);
     if transport == "shm" {
-        base.extend(baselines::flag_baseline(pair, flag, samples, quick)?);
+        base.extend(baselines::flag_baseline(pair, lines, samples, quick)?);
+        base.extend(baselines::slot_baseline(pair, lines, samples, quick)?);
     }
     for &size in &args.sizes {
         if transport == "shm" {

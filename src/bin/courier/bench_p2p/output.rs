@@ -21,6 +21,9 @@ pub(crate) fn ratios(r: &Record, baselines: &[Record]) -> Vec<(&'static str, f64
             if let Some(f) = baselines.iter().find(|b| b.mode == "atomic-flag") {
                 out.push(("x flag", p50 / f.latency_us.p50));
             }
+            if let Some(f) = find(baselines, "slot-handoff", "latency", r.size) {
+                out.push(("x slot", p50 / f.latency_us.p50));
+            }
             if let Some(m) = find(baselines, "memcpy", "latency", r.size) {
                 out.push(("x memcpy", p50 / m.latency_us.p50));
             }
