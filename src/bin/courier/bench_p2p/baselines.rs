@@ -1,8 +1,8 @@
 //! Baselines measured in the same run: an atomic-flag ping-pong between the
 //! same two cores (the hardware limit of a handoff), the same handoff carrying
-//! 8 bytes through a claimed one-line slot per direction (the floor of any
-//! mailbox several threads may fill and drain), `memcpy` of the same size (the
-//! single-copy limit) and a bare crossbeam channel ping-pong.
+//! 8 bytes through a claimed one-line slot per direction (the floor of a
+//! fastbox-like slot), `memcpy` of the same size (the single-copy limit) and a
+//! bare crossbeam channel ping-pong.
 
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::time::Instant;
@@ -83,11 +83,11 @@ const FULL: u64 = 2;
 const TAKING: u64 = 3;
 
 /// One-way latency of an 8-byte message through a one-line slot per direction,
-/// claimed with a compare-and-swap on both sides, as any slot must be when
-/// several threads may fill it (threads of one rank) or drain it (whoever
-/// holds the receiver's lock). Against the flag it shows what carrying a
-/// message costs the hardware: each hop moves a slot line to the receiver and
-/// back, and waits for two exclusive claims.
+/// claimed with a compare-and-swap on both sides, as courier's fastbox is
+/// (several threads may fill it: threads of one rank; or drain it: whoever
+/// holds the receiver's lock). Against the flag it shows what this design
+/// costs the hardware before any courier code runs: each hop moves a slot line
+/// to the receiver and back, and waits for two exclusive claims.
 pub(crate) fn slot_baseline(
     comm: &Comm,
     lines: &Lines,
