@@ -4,12 +4,12 @@
 //!
 //! Baselines: over shared memory, an atomic-flag ping-pong between the same two
 //! cores (the hardware limit of a handoff), an 8-byte message through a
-//! claimed one-line slot per direction (the floor of a mailbox slot), `memcpy`
-//! of the same size (the single-copy limit) and a bare crossbeam channel; Open
-//! MPI itself (raw rsmpi
-//! calls: `MPI_Send`, `MPI_Bsend`, `MPI_Ssend`, `MPI_Rsend` ping-pongs and an
-//! `MPI_Isend` window) — under mpirun between the pair's processes, embedded
-//! from an `mpirun -n 2` child started before the shared-memory runs.
+//! claimed one-line slot per direction (the floor of a fastbox-like slot),
+//! `memcpy` of the same size (the single-copy limit) and a bare crossbeam
+//! channel; Open MPI itself (raw rsmpi calls: `MPI_Send`, `MPI_Bsend`,
+//! `MPI_Ssend`, `MPI_Rsend` ping-pongs and an `MPI_Isend` window) — under
+//! mpirun between the pair's processes, embedded from an `mpirun -n 2` child
+//! started before the shared-memory runs.
 //!
 //! Pairs: embedded, ranks 0 and 1 (`shm`), on cores chosen by `--pair`. Under
 //! mpirun with P processes × T threads, rank 0 and rank T — thread 0 of
