@@ -50,7 +50,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use mpi::ffi;
@@ -277,9 +277,6 @@ type Query = [i64; 5];
 /// Tag of a ready send's marker on a data lane: above every user tag.
 const MARKER_TAG: c_int = crate::TAG_UB + 1;
 
-/// [`Mpi::progress`] answers ready-send queries on one call in this many.
-const QUERY_EVERY: u32 = 4;
-
 /// Largest standard send made with blocking `MPI_Send`: below the eager limit
 /// of Open MPI's transports (vader 4 KiB, tcp 64 KiB) and MPICH's, so it never
 /// waits for the receiver.
@@ -307,8 +304,6 @@ pub(crate) struct Mpi {
     parked: Box<[AtomicU64]>,
     /// The process's MPI buffer for `MPI_Bsend`: the sum of the ranks' buffers.
     bsend: Mutex<(Vec<u8>, Vec<usize>)>,
-    /// Progress calls per thread, for [`QUERY_EVERY`].
-    polls: Box<[AtomicU32]>,
     /// Where each thread's posted receives land (reserved on first use).
     scratch: Box<[Mutex<Option<Scratch>>]>,
 }
@@ -355,7 +350,6 @@ impl Mpi {
             parked: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             bsend: Mutex::new((Vec::new(), vec![0; threads])),
             scratch: (0..threads).map(|_| Mutex::default()).collect(),
-            polls: (0..threads).map(|_| AtomicU32::new(0)).collect(),
         };
         let all: Vec<usize> = (0..processes).collect();
         mpi.create_context(0, &all)?;
@@ -925,14 +919,11 @@ impl Mpi {
 
     /// Progress for world rank `me`: answers ready-send queries, then tries to
     /// fill its registered receives in posting order.
-    /// Queries are looked for on every [`QUERY_EVERY`]th call: the look is an
-    /// MPI call of its own, which would otherwise double the time a wait takes
-    /// to notice its request complete.
+    /// Every call looks for queries: a ready sender waits a round trip for the
+    /// answer, and the look (one `MPI_Improbe`) costs the other modes' waits
+    /// nothing measurable.
     pub fn progress(&self, shm: &Shm, me: usize) -> Result<()> {
-        let t = me % self.threads;
-        if self.polls[t].fetch_add(1, Relaxed) % QUERY_EVERY == 0 {
-            self.answer_queries(shm, t)?;
-        }
+        self.answer_queries(shm, me % self.threads)?;
         self.progress_requests(shm, me)
     }
 
