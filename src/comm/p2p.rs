@@ -396,11 +396,8 @@ impl Comm {
         let Some(to) = peer.local else {
             return self.send_remote(&env, bytes, peer, mode);
         };
-        // Embedded only: a cluster rank must keep making MPI progress while it
-        // waits (`settle_send`).
-        if let (Mode::Synchronous, None) = (&mode, &self.world.mpi) {
-            let shm = &self.world.shm;
-            if let Some(n) = shm.ssend_fastbox(self.me(), to, &env, bytes) {
+        if let Mode::Synchronous = mode {
+            if let Some(n) = self.ssend_fastbox(peer, &env, bytes) {
                 return self.settle_sync(peer, n);
             }
         }
@@ -614,6 +611,15 @@ impl Comm {
     /// The peer a receive depends on: its source, unless it takes any source.
     pub(crate) fn source_peer(&self, pat: &Pattern) -> Result<Option<Peer>> {
         pat.source.map(|s| self.peer(s)).transpose()
+    }
+
+    /// Puts a tiny synchronous send to `dest` in the pair's fastbox (see
+    /// `Shm::ssend_fastbox`): `Some(n)` to settle with
+    /// [`settle_sync`](Self::settle_sync). Embedded only: a cluster rank must
+    /// keep making MPI progress while it waits (`settle_send`).
+    pub(crate) fn ssend_fastbox(&self, dest: Peer, env: &Envelope, bytes: &[u8]) -> Option<u64> {
+        let to = dest.local.filter(|_| self.world.mpi.is_none())?;
+        self.world.shm.ssend_fastbox(self.me(), to, env, bytes)
     }
 
     /// Waits until the tiny synchronous send to local `dest` that the fastbox

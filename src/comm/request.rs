@@ -209,11 +209,10 @@ impl<'s, 'env> Scope<'s, 'env> {
         let peer = comm.peer(dest)?;
         let env = comm.envelope(ctx, tag);
         let status = Status::new(dest, tag, bytes.len());
-        // Embedded only, as for the blocking `ssend` (a cluster rank must make
-        // MPI progress while it waits): a tiny synchronous send needs no lock,
-        // no allocation and no completion, only the pair's match counter.
-        if let (Mode::Synchronous, Some(to), None) = (&mode, peer.local, &comm.world.mpi) {
-            if let Some(n) = comm.world.shm.ssend_fastbox(comm.me(), to, &env, bytes) {
+        // A tiny synchronous send needs no lock, no allocation and no
+        // completion, only the pair's match counter.
+        if let Mode::Synchronous = mode {
+            if let Some(n) = comm.ssend_fastbox(peer, &env, bytes) {
                 let dest = peer;
                 self.outstanding
                     .borrow_mut()

@@ -499,6 +499,8 @@ impl Shm {
         live: &Liveness,
         peer: Peer,
     ) -> Result<()> {
+        // Not `sync::poll_until`: checking liveness on every poll made a tiny
+        // `ssend`/`issend` 5-20 ns slower (measured); here it is every 64th.
         let matched = || self.sync_matched(from, to, n);
         let mut polls = 0u32;
         loop {
