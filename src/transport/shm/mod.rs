@@ -31,7 +31,7 @@
 mod fastbox;
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
@@ -239,6 +239,10 @@ struct Inbox {
     matcher: Matcher<Posted, Incoming>,
     /// Eager bytes held per sending world rank (flow control).
     credit_used: Vec<usize>,
+    /// Id of the next receive posted here. Per mailbox, under its lock: a
+    /// process-wide atomic counter was one cache line that every rank's
+    /// receive pulled to its core.
+    next_recv_id: u64,
 }
 
 impl Inbox {
@@ -321,7 +325,6 @@ pub(crate) struct Shm {
     fastboxes: Option<Fastboxes>,
     eager_threshold: usize,
     credit: usize,
-    next_recv_id: AtomicU64,
 }
 
 impl Shm {
@@ -332,6 +335,7 @@ impl Shm {
                 inbox: CachePadded::new(Mutex::new(Inbox {
                     matcher: Matcher::default(),
                     credit_used: vec![0; ranks],
+                    next_recv_id: 1,
                 })),
                 arrivals: CachePadded::default(),
                 queued: CachePadded::default(),
@@ -342,7 +346,6 @@ impl Shm {
             fastboxes: (ranks <= FASTBOX_MAX_RANKS).then(|| Fastboxes::new(ranks)),
             eager_threshold,
             credit,
-            next_recv_id: AtomicU64::new(1),
         }
     }
 
@@ -657,7 +660,8 @@ impl Shm {
             // Copy, then drop the body: that completes a rendezvous sender.
             return RecvOutcome::Done(dst.fill(msg.body.bytes(), &env));
         }
-        let id = self.next_recv_id.fetch_add(1, Relaxed);
+        let id = inbox.next_recv_id;
+        inbox.next_recv_id += 1;
         let done = Arc::new(Completion::new());
         inbox.matcher.push_posted(
             pat,
