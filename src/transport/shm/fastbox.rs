@@ -219,6 +219,11 @@ impl Fastboxes {
     /// that goes back is still queued before anything its sender sends later.
     pub fn drain(&self, to: usize, mut take: impl FnMut(Taken)) {
         for (from, slot) in self.row(to).iter().enumerate() {
+            // A plain load first: a failed compare-exchange on an empty slot
+            // costs as much as a successful one, on every slot of the row.
+            if slot.state.load(Relaxed) == EMPTY {
+                continue;
+            }
             let mut waits = 0u32;
             let claimed = loop {
                 match slot.state.compare_exchange(FULL, TAKING, Acquire, Acquire) {
