@@ -1,7 +1,7 @@
 //! Waiting: spin briefly, then park; every wait also watches for a failed rank,
 //! so no rank hangs when another dies.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -156,15 +156,33 @@ impl Liveness {
 /// A one-shot completion with a result: a request, a blocking receive, a
 /// rendezvous sender waiting for its receiver.
 ///
-/// The completer stores the outcome, then sets the flag; the waiter spins on
-/// the flag (one cache line) and parks after a short backoff.
+/// The completer claims it, stores the outcome, then sets the done bit; the
+/// waiter spins on that word and parks after a short backoff. An `Ok` status
+/// is stored in plain atomics (an error, which is rare, under a lock): on a
+/// tiny receive's path, completing costs two atomic read-modify-writes, where
+/// a `OnceLock` for the outcome plus separate done and sleeping flags cost
+/// three and a call into `Once`.
 #[derive(Debug, Default)]
 pub(crate) struct Completion {
-    done: AtomicBool,
-    sleeping: AtomicBool,
+    /// [`CLAIMED`], [`DONE`], [`FAILED`] and [`SLEEPING`] bits.
+    state: AtomicU8,
+    source: AtomicUsize,
+    bytes: AtomicUsize,
+    /// The tag (low 32 bits) and the cancelled flag (bit 32).
+    tag: AtomicU64,
+    /// The error of an `Err` outcome (bit [`FAILED`]).
+    error: Mutex<Option<Error>>,
     sleeper: Mutex<Option<Thread>>,
-    outcome: OnceLock<Result<Status>>,
 }
+
+/// A completer has claimed the completion: later completions are ignored.
+const CLAIMED: u8 = 1;
+/// The outcome is stored.
+const DONE: u8 = 2;
+/// The outcome is an error (in `Completion::error`).
+const FAILED: u8 = 4;
+/// The waiter is parked (or about to be) and must be unparked.
+const SLEEPING: u8 = 8;
 
 impl Completion {
     /// A fresh pending completion.
@@ -175,18 +193,30 @@ impl Completion {
     /// Whether the operation has completed.
     #[inline]
     pub fn is_done(&self) -> bool {
-        self.done.load(Acquire)
+        self.state.load(Acquire) & DONE != 0
     }
 
     /// Completes with `outcome` (the first completion wins) and wakes the waiter.
     pub fn complete(&self, outcome: Result<Status>) {
-        if self.outcome.set(outcome).is_err() {
+        if self.state.fetch_or(CLAIMED, Acquire) & CLAIMED != 0 {
             return;
         }
-        self.done.store(true, SeqCst);
-        // Pairs with the waiter's `sleeping` store then `done` load (both SeqCst):
-        // either it sees `done`, or we see `sleeping` and unpark it.
-        if self.sleeping.load(SeqCst) {
+        let done = match outcome {
+            Ok(st) => {
+                self.source.store(st.source, Relaxed);
+                self.bytes.store(st.bytes, Relaxed);
+                let tag = u64::from(st.tag as u32) | (u64::from(st.cancelled) << 32);
+                self.tag.store(tag, Relaxed);
+                DONE
+            }
+            Err(e) => {
+                *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                DONE | FAILED
+            }
+        };
+        // One read-modify-write of the word the waiter sets SLEEPING in: either
+        // it sees DONE and does not park, or we see SLEEPING and unpark it.
+        if self.state.fetch_or(done, AcqRel) & SLEEPING != 0 {
             if let Some(t) = self
                 .sleeper
                 .lock()
@@ -200,11 +230,23 @@ impl Completion {
 
     /// The outcome, once done.
     pub fn outcome(&self) -> Option<Result<Status>> {
-        if self.is_done() {
-            self.outcome.get().cloned()
-        } else {
-            None
+        let state = self.state.load(Acquire);
+        if state & DONE == 0 {
+            return None;
         }
+        if state & FAILED != 0 {
+            let error = self.error.lock().unwrap_or_else(|e| e.into_inner());
+            return Some(Err(error
+                .clone()
+                .expect("a failed completion holds its error")));
+        }
+        let tag = self.tag.load(Relaxed);
+        Some(Ok(Status {
+            source: self.source.load(Relaxed),
+            tag: tag as u32 as i32,
+            bytes: self.bytes.load(Relaxed),
+            cancelled: tag >> 32 != 0,
+        }))
     }
 
     /// Waits for completion, or until a rank fails (then `Err(PeerFailed)`; the
@@ -227,23 +269,26 @@ impl Completion {
             return Ok(());
         }
         *self.sleeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
-        self.sleeping.store(true, SeqCst);
-        let res = loop {
-            if self.done.load(SeqCst) {
-                break Ok(());
-            }
-            if let Some(peer) = watch {
-                if let Err(e) = live.check() {
-                    break Err(e);
+        let res = if self.state.fetch_or(SLEEPING, AcqRel) & DONE != 0 {
+            Ok(())
+        } else {
+            loop {
+                if self.is_done() {
+                    break Ok(());
                 }
-                // Finished first, then not done: it never matched and never will.
-                if live.has_finished(peer) && !self.done.load(SeqCst) {
-                    break Err(Error::PeerFinished { rank: peer.rank });
+                if let Some(peer) = watch {
+                    if let Err(e) = live.check() {
+                        break Err(e);
+                    }
+                    // Finished first, then not done: it never matched and never will.
+                    if live.has_finished(peer) && !self.is_done() {
+                        break Err(Error::PeerFinished { rank: peer.rank });
+                    }
                 }
+                thread::park_timeout(PARK_SLICE);
             }
-            thread::park_timeout(PARK_SLICE);
         };
-        self.sleeping.store(false, Relaxed);
+        self.state.fetch_and(!SLEEPING, Relaxed);
         res
     }
 }
@@ -312,5 +357,60 @@ pub(crate) fn poll_until<T>(live: &Liveness, mut ready: impl FnMut() -> Option<T
 fn unpark_all(threads: &Mutex<Vec<Thread>>) {
     for t in threads.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         t.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{mpsc, Arc};
+
+    #[test]
+    fn the_first_completion_wins_and_its_status_comes_back_whole() {
+        let done = Completion::new();
+        assert!(!done.is_done());
+        assert_eq!(done.outcome(), None);
+        let st = Status {
+            source: 7,
+            tag: -3,
+            bytes: usize::MAX,
+            cancelled: true,
+        };
+        done.complete(Ok(st));
+        done.complete(Err(Error::InactiveRequest));
+        assert!(done.is_done());
+        assert_eq!(done.outcome(), Some(Ok(st)));
+    }
+
+    #[test]
+    fn an_error_outcome_comes_back_as_the_same_error() {
+        let done = Completion::new();
+        done.complete(Err(Error::PeerFinished { rank: 3 }));
+        done.complete(Ok(Status::default()));
+        assert_eq!(done.outcome(), Some(Err(Error::PeerFinished { rank: 3 })));
+    }
+
+    #[test]
+    fn a_parked_waiter_returns_the_outcome_once_completed() {
+        let live = Arc::new(Liveness::new(1, 2));
+        let done = Arc::new(Completion::new());
+        let (tx, rx) = mpsc::channel();
+        let (l, d) = (live.clone(), done.clone());
+        std::thread::spawn(move || {
+            let peer = Peer {
+                rank: 1,
+                world: 1,
+                local: Some(1),
+            };
+            tx.send(d.wait(&l, peer)).unwrap();
+        });
+        // Long enough for the waiter to spin, yield and park.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "returned before completion");
+        done.complete(Ok(Status::new(1, 5, 8)));
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the waiter never returned");
+        assert_eq!(got, Ok(Status::new(1, 5, 8)));
     }
 }
