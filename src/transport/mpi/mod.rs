@@ -53,6 +53,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crossbeam_utils::CachePadded;
 use mpi::ffi;
 
 use crate::matching::{Envelope, Pattern};
@@ -298,7 +299,10 @@ pub(crate) struct Mpi {
     /// Nonblocking sends in flight, per thread.
     sends: Box<[Mutex<Vec<SendInFlight>>]>,
     next_id: AtomicI32,
-    next_pending: AtomicU64,
+    /// Ids of registered receives, per thread (unique within its registry):
+    /// one counter for the process was a cache line every thread's receive
+    /// pulled to its core.
+    next_pending: Box<[CachePadded<AtomicU64>]>,
     /// Messages claimed from MPI after the shared-memory receive they were
     /// claimed for had been filled, parked in the mailbox, per thread.
     parked: Box<[AtomicU64]>,
@@ -346,7 +350,9 @@ impl Mpi {
             sends: (0..threads).map(|_| Mutex::default()).collect(),
             ready_state: (0..threads).map(|_| Mutex::default()).collect(),
             next_id: AtomicI32::new(0),
-            next_pending: AtomicU64::new(1),
+            next_pending: (0..threads)
+                .map(|_| CachePadded::new(AtomicU64::new(1)))
+                .collect(),
             parked: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             bsend: Mutex::new((Vec::new(), vec![0; threads])),
             scratch: (0..threads).map(|_| Mutex::default()).collect(),
@@ -732,7 +738,7 @@ impl Mpi {
         done: Arc<Completion>,
         shm_id: Option<u64>,
     ) -> u64 {
-        let id = self.next_pending.fetch_add(1, Relaxed);
+        let id = self.next_pending[me % self.threads].fetch_add(1, Relaxed);
         self.pending[me % self.threads]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1036,7 +1042,7 @@ impl Mpi {
                 }
             }
             None => {
-                let rot = self.next_pending.load(Relaxed) as usize % self.threads;
+                let rot = self.next_pending[t].load(Relaxed) as usize % self.threads;
                 (rot, self.threads, any_source)
             }
         };
