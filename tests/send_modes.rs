@@ -313,6 +313,41 @@ fn rsend_without_a_posted_receive_is_not_ready_and_delivers_nothing() {
     });
 }
 
+/// A tiny ready send is decided without the receiver's help: here the
+/// receiver is outside the runtime (spinning on a flag) while it is sent, and
+/// the send must still return, accepted, with its message in the posted
+/// receive. A refused one before it leaves nothing behind: the next message
+/// of the pair is the standard send that followed.
+#[test]
+fn tiny_rsend_is_decided_while_the_receiver_is_away() {
+    let sent = Arc::new(AtomicBool::new(false));
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            comm.recv(&mut [0u8; 1], 1, 0)?; // rank 1's tag-1 receive is posted
+            assert_eq!(
+                comm.rsend(&[9u8; 8], 1, 2),
+                Err(Error::NotReady { dest: 1, tag: 2 })
+            );
+            comm.rsend(&[1u8; 8], 1, 1)?;
+            comm.send(&[3u8; 8], 1, 2)?;
+            sent.store(true, SeqCst);
+        } else {
+            let (mut ready, mut later) = ([0u8; 8], [0u8; 8]);
+            comm.scope(|s| {
+                let r = s.irecv(&mut ready, 0, 1)?;
+                comm.send(&[0u8], 0, 0)?;
+                await_flag(&sent); // away from the runtime while rank 0 sends
+                r.wait()
+            })?;
+            assert_eq!(ready, [1; 8]);
+            comm.recv(&mut later, 0, ANY_TAG)?;
+            assert_eq!(later, [3; 8], "the refused ready send left a message");
+            assert_eq!(comm.iprobe(ANY_SOURCE, ANY_TAG)?, None);
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn send_owned_moves_the_buffer_without_copying() {
     for n in [1usize, 1 << 20] {
