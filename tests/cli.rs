@@ -108,6 +108,18 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
                 let rate = r["msg_rate"].as_f64().unwrap();
                 // bandwidth = bytes per message x messages per second (bibw: both ways).
                 assert!((bw * 1e6 / rate - size as f64).abs() < 1e-6 * size as f64);
+                // Shared-memory latency rows carry the handoffs timed between their
+                // samples; the window tests have none.
+                let handoffs = &r["handoffs_us"];
+                if *test == "latency" {
+                    let (flag, slot) = (handoffs["flag"].as_f64(), handoffs["slot"].as_f64());
+                    assert!(
+                        flag.is_some_and(|f| f > 0.0) && slot.is_some_and(|s| s > 0.0),
+                        "{mode} {size}: {handoffs}"
+                    );
+                } else {
+                    assert!(handoffs.is_null(), "{test} {mode} {size}: {handoffs}");
+                }
             }
         }
     }
@@ -124,7 +136,22 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
     );
     let csv = std::fs::read_to_string(&csv_path).unwrap();
     assert!(csv.starts_with("kind,transport,mode,test,size,"));
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",flag_p50_us,slot_p50_us"));
     assert_eq!(csv.lines().count(), 1 + expected + baselines.len());
+    let latency_rows = csv
+        .lines()
+        .filter(|l| l.starts_with("result,shm,") && l.contains(",latency,"));
+    for row in latency_rows {
+        let fields: Vec<&str> = row.split(',').collect();
+        assert!(
+            fields[10].parse::<f64>().is_ok() && fields[11].parse::<f64>().is_ok(),
+            "{row}"
+        );
+    }
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("send-owned") && svg.contains("memcpy"));
     for p in [json_path, csv_path, svg_path] {

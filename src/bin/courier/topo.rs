@@ -158,7 +158,7 @@ fn pinned_vs_unpinned(job: &JobArgs) -> Result<PinnedVsUnpinned, Box<dyn std::er
     let p50 = |placement| -> Result<f64, Box<dyn std::error::Error>> {
         let rt = job.runtime().ranks(2).placement(placement);
         let records =
-            rt.run(|comm| crate::bench_p2p::ping_pong(comm, "shm", "send", 8, 200, false))?;
+            rt.run(|comm| crate::bench_p2p::ping_pong(comm, "shm", "send", 8, 200, false, None))?;
         let record = records
             .into_iter()
             .flatten()
@@ -171,10 +171,7 @@ fn pinned_vs_unpinned(job: &JobArgs) -> Result<PinnedVsUnpinned, Box<dyn std::er
         pinned.push(p50(courier::Placement::Compact)?);
         unpinned.push(p50(courier::Placement::None)?);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = crate::bench_p2p::median;
     let (pinned, unpinned) = (median(pinned), median(unpinned));
     Ok(PinnedVsUnpinned {
         pinned_p50_us: pinned,

@@ -27,38 +27,135 @@ pub(crate) fn flag_baseline(
     samples: usize,
     quick: bool,
 ) -> Result<Vec<Record>> {
-    let flag = &*lines.flag;
-    let b = batch(8, quick) as u64;
-    comm.barrier()?;
-    let me = comm.rank() as u64;
-    let mut times = Vec::new();
-    let mut next = 0u64;
-    for s in 0..samples + 2 {
+    let b = batch(8, quick);
+    let mut handoff = Handoff::new(comm, lines)?;
+    let times = (0..samples + 2).map(|_| handoff.flag(b)).skip(2).collect();
+    handoff.finish()?;
+    Ok(vec![summarize(times, 8, "hardware", "atomic-flag")])
+}
+
+/// One-way latency of an 8-byte message through a one-line slot per direction,
+/// claimed with a compare-and-swap on both sides, as courier's fastbox is
+/// (several threads may fill it: threads of one rank; or drain it: whoever
+/// holds the receiver's lock). Against the flag it shows what this design
+/// costs the hardware before any courier code runs: each hop moves a slot line
+/// to the receiver and back, and waits for two exclusive claims.
+pub(crate) fn slot_baseline(
+    comm: &Comm,
+    lines: &Lines,
+    samples: usize,
+    quick: bool,
+) -> Result<Vec<Record>> {
+    let b = batch(8, quick);
+    let mut handoff = Handoff::new(comm, lines)?;
+    let times = (0..samples + 2).map(|_| handoff.slot(b)).skip(2).collect();
+    handoff.finish()?;
+    Ok(vec![summarize(times, 8, "hardware", "slot-handoff")])
+}
+
+/// The handoff baselines between ranks 0 and 1 of `comm`, as batches that both
+/// ranks run in step (each round trip waits for the other rank), so they can
+/// also be timed between the samples of another measurement.
+pub(crate) struct Handoff<'a> {
+    comm: &'a Comm,
+    lines: &'a Lines,
+    /// Flag value of the last round trip's end.
+    next: u64,
+    /// Round trips through the slots so far.
+    trips: u64,
+    /// Rank 0: the value the last slot round trip brought back, plus one (each
+    /// message carries the number of round trips before it).
+    echoed: u64,
+}
+
+impl<'a> Handoff<'a> {
+    /// Starts at a barrier, with the flag at 0 and the slots empty (as
+    /// [`finish`](Self::finish) leaves them).
+    pub(crate) fn new(comm: &'a Comm, lines: &'a Lines) -> Result<Self> {
+        comm.barrier()?;
+        Ok(Handoff {
+            comm,
+            lines,
+            next: 0,
+            trips: 0,
+            echoed: 0,
+        })
+    }
+
+    /// `b` round trips of the flag; µs per one-way handoff.
+    pub(crate) fn flag(&mut self, b: usize) -> f64 {
+        let flag = &*self.lines.flag;
+        let first = self.comm.rank() == 0;
         let t = Instant::now();
         for _ in 0..b {
             // Rank 0 moves the flag to odd values, rank 1 to even ones.
-            let (wait_for, set_to) = if me == 0 {
-                (next, next + 1)
+            if first {
+                flag.store(self.next + 1, Release);
+                spin_until(flag, self.next + 2);
             } else {
-                (next + 1, next + 2)
-            };
-            if me == 0 {
-                flag.store(set_to, Release);
-                spin_until(flag, set_to + 1);
-            } else {
-                spin_until(flag, wait_for);
-                flag.store(set_to, Release);
+                spin_until(flag, self.next + 1);
+                flag.store(self.next + 2, Release);
             }
-            next += 2;
+            self.next += 2;
         }
-        if s >= 2 {
-            times.push(t.elapsed().as_secs_f64() * 1e6 / (2 * b) as f64);
-        }
+        t.elapsed().as_secs_f64() * 1e6 / (2 * b) as f64
     }
-    comm.barrier()?;
-    flag.store(0, Relaxed);
-    comm.barrier()?;
-    Ok(vec![summarize(times, 8, "hardware", "atomic-flag")])
+
+    /// `b` round trips of 8 bytes through the slots; µs per one-way message.
+    pub(crate) fn slot(&mut self, b: usize) -> f64 {
+        let put = |slot: &[AtomicU64; 2], v: u64| {
+            let mut spins = 0;
+            while slot[0]
+                .compare_exchange(EMPTY, WRITING, Acquire, Relaxed)
+                .is_err()
+            {
+                spin(&mut spins);
+            }
+            slot[1].store(v, Relaxed);
+            slot[0].store(FULL, Release);
+        };
+        let take = |slot: &[AtomicU64; 2]| {
+            let mut spins = 0;
+            while slot[0].load(Relaxed) != FULL
+                || slot[0]
+                    .compare_exchange(FULL, TAKING, Acquire, Relaxed)
+                    .is_err()
+            {
+                spin(&mut spins);
+            }
+            let v = slot[1].load(Relaxed);
+            slot[0].store(EMPTY, Release);
+            v
+        };
+        let me = self.comm.rank();
+        let (mine, peers) = (&*self.lines.slots[me], &*self.lines.slots[1 - me]);
+        let t = Instant::now();
+        for _ in 0..b {
+            if me == 0 {
+                put(peers, self.trips);
+                self.echoed = take(mine) + 1;
+            } else {
+                let got = take(mine);
+                put(peers, got);
+            }
+            self.trips += 1;
+        }
+        t.elapsed().as_secs_f64() * 1e6 / (2 * b) as f64
+    }
+
+    /// Leaves the lines as [`new`](Self::new) expects them; checks that every
+    /// slot message came back unchanged.
+    pub(crate) fn finish(self) -> Result<()> {
+        self.comm.barrier()?;
+        self.lines.flag.store(0, Relaxed);
+        self.comm.barrier()?;
+        if self.comm.rank() == 0 && self.echoed != self.trips {
+            return Err(courier::Error::InvalidConfig(
+                "slot baseline: a message came back changed".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn spin_until(flag: &AtomicU64, value: u64) {
@@ -81,71 +178,6 @@ const EMPTY: u64 = 0;
 const WRITING: u64 = 1;
 const FULL: u64 = 2;
 const TAKING: u64 = 3;
-
-/// One-way latency of an 8-byte message through a one-line slot per direction,
-/// claimed with a compare-and-swap on both sides, as courier's fastbox is
-/// (several threads may fill it: threads of one rank; or drain it: whoever
-/// holds the receiver's lock). Against the flag it shows what this design
-/// costs the hardware before any courier code runs: each hop moves a slot line
-/// to the receiver and back, and waits for two exclusive claims.
-pub(crate) fn slot_baseline(
-    comm: &Comm,
-    lines: &Lines,
-    samples: usize,
-    quick: bool,
-) -> Result<Vec<Record>> {
-    let put = |slot: &[AtomicU64; 2], v: u64| {
-        let mut spins = 0;
-        while slot[0]
-            .compare_exchange(EMPTY, WRITING, Acquire, Relaxed)
-            .is_err()
-        {
-            spin(&mut spins);
-        }
-        slot[1].store(v, Relaxed);
-        slot[0].store(FULL, Release);
-    };
-    let take = |slot: &[AtomicU64; 2]| {
-        let mut spins = 0;
-        while slot[0].load(Relaxed) != FULL
-            || slot[0]
-                .compare_exchange(FULL, TAKING, Acquire, Relaxed)
-                .is_err()
-        {
-            spin(&mut spins);
-        }
-        let v = slot[1].load(Relaxed);
-        slot[0].store(EMPTY, Release);
-        v
-    };
-    let b = batch(8, quick) as u64;
-    let (mine, peers) = (&*lines.slots[comm.rank()], &*lines.slots[1 - comm.rank()]);
-    comm.barrier()?;
-    let mut times = Vec::new();
-    let mut v = 0u64;
-    for s in 0..samples + 2 {
-        let t = Instant::now();
-        for _ in 0..b {
-            if comm.rank() == 0 {
-                put(peers, v);
-                v = take(mine) + 1;
-            } else {
-                let got = take(mine);
-                put(peers, got);
-            }
-        }
-        if s >= 2 {
-            times.push(t.elapsed().as_secs_f64() * 1e6 / (2 * b) as f64);
-        }
-    }
-    comm.barrier()?;
-    if comm.rank() == 0 && v != (samples as u64 + 2) * b {
-        return Err(courier::Error::InvalidConfig(
-            "slot baseline: a message came back changed".into(),
-        ));
-    }
-    Ok(vec![summarize(times, 8, "hardware", "slot-handoff")])
-}
 
 pub(crate) fn memcpy_baseline(size: usize, samples: usize, quick: bool) -> Record {
     let src = vec![1u8; size];

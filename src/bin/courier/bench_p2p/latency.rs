@@ -4,9 +4,15 @@ use std::time::Instant;
 
 use courier::{Comm, Result, BSEND_OVERHEAD};
 
-use super::{batch, is_buffered, is_ready, summarize, Record, TAG};
+use super::baselines::{Handoff, Lines};
+use super::{batch, is_buffered, is_ready, median, summarize, Handoffs, Record, TAG};
 
 /// Times one (mode, size) ping-pong between ranks 0 and 1; `Some` on rank 0.
+///
+/// With `lines` (shared memory), each sample is followed by a batch of each
+/// handoff baseline on the same two cores, and the record carries their
+/// medians: its ratios then compare times taken in the same seconds, however
+/// much the machine's speed drifts during a long run.
 pub(crate) fn ping_pong(
     comm: &Comm,
     transport: &'static str,
@@ -14,6 +20,7 @@ pub(crate) fn ping_pong(
     size: usize,
     samples: usize,
     quick: bool,
+    lines: Option<&Lines>,
 ) -> Result<Option<Record>> {
     let me = comm.rank();
     let peer = 1 - me;
@@ -28,6 +35,8 @@ pub(crate) fn ping_pong(
     }
     // Ready modes: rank 1 pre-posts its first receive before the barrier.
     comm.barrier()?;
+    let mut handoff = lines.map(|l| Handoff::new(comm, l)).transpose()?;
+    let (mut flag, mut slot) = (Vec::new(), Vec::new());
     let mut times = Vec::with_capacity(samples);
     let warmup = 2;
     for s in 0..samples + warmup {
@@ -44,11 +53,29 @@ pub(crate) fn ping_pong(
             times.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
         }
         comm.barrier()?;
+        if let Some(h) = &mut handoff {
+            let hb = batch(8, quick);
+            let (f, sl) = (h.flag(hb), h.slot(hb));
+            if s >= warmup {
+                flag.push(f);
+                slot.push(sl);
+            }
+        }
+    }
+    if let Some(h) = handoff {
+        h.finish()?;
     }
     if is_buffered(mode) {
         comm.detach_buffer()?;
     }
-    Ok((me == 0).then(|| summarize(times, size, transport, mode)))
+    Ok((me == 0).then(|| {
+        let mut r = summarize(times, size, transport, mode);
+        r.handoffs_us = lines.map(|_| Handoffs {
+            flag: median(flag),
+            slot: median(slot),
+        });
+        r
+    }))
 }
 
 /// One round trip (rank 0 pings, rank 1 pongs) in `mode`; for `sendrecv`, one

@@ -128,6 +128,20 @@ pub(crate) struct Record {
     pub bandwidth_mb_s: f64,
     /// Messages per second at the median (same scope as the bandwidth).
     pub msg_rate: f64,
+    /// Shared-memory latency only: the handoff baselines timed between this
+    /// record's samples, on the same cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoffs_us: Option<Handoffs>,
+}
+
+/// Median one-way times (µs) of the handoff baselines, timed in batches
+/// interleaved with a latency record's samples.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub(crate) struct Handoffs {
+    /// The atomic-flag ping-pong.
+    pub flag: f64,
+    /// 8 bytes through a claimed one-line slot per direction.
+    pub slot: f64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -198,7 +212,14 @@ pub(crate) fn summarize_as(
         latency_us,
         bandwidth_mb_s: (directions * size) as f64 / latency_us.p50,
         msg_rate: directions as f64 * 1e6 / latency_us.p50,
+        handoffs_us: None,
     }
+}
+
+/// The median of some times.
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Ready modes: the receiver must have posted first.
@@ -450,7 +471,10 @@ fn measure_pair(
                     progress.set_message(format!("{transport} {test} {mode} {size} B"));
                 }
                 let r = match test {
-                    "latency" => ping_pong(pair, transport, mode, size, samples, quick)?,
+                    "latency" => {
+                        let lines = (transport == "shm").then_some(lines);
+                        ping_pong(pair, transport, mode, size, samples, quick, lines)?
+                    }
                     "bw" => bandwidth::bw(pair, transport, mode, size, args.window, quick)?,
                     _ => bandwidth::bibw(pair, transport, mode, size, args.window, quick)?,
                 };

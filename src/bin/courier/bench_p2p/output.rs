@@ -18,11 +18,18 @@ pub(crate) fn ratios(r: &Record, baselines: &[Record]) -> Vec<(&'static str, f64
     let raw = crate::raw_mpi::counterpart(&r.mode);
     match (r.test.as_str(), r.transport.as_str()) {
         ("latency", "shm") => {
-            if let Some(f) = baselines.iter().find(|b| b.mode == "atomic-flag") {
-                out.push(("x flag", p50 / f.latency_us.p50));
+            // The handoffs timed alongside this record when there are some,
+            // else the ones timed at the start of the run.
+            let handoff = |mode| find(baselines, mode, "latency", 8).map(|b| b.latency_us.p50);
+            let (flag, slot) = match r.handoffs_us {
+                Some(h) => (Some(h.flag), Some(h.slot)),
+                None => (handoff("atomic-flag"), handoff("slot-handoff")),
+            };
+            if let Some(f) = flag {
+                out.push(("x flag", p50 / f));
             }
-            if let Some(f) = find(baselines, "slot-handoff", "latency", r.size) {
-                out.push(("x slot", p50 / f.latency_us.p50));
+            if let Some(f) = slot.filter(|_| r.size == 8) {
+                out.push(("x slot", p50 / f));
             }
             if let Some(m) = find(baselines, "memcpy", "latency", r.size) {
                 out.push(("x memcpy", p50 / m.latency_us.p50));
@@ -88,6 +95,9 @@ pub(crate) fn print_tables(results: &[Record], baselines: &[Record]) {
             );
         }
     }
+    if let Some(note) = drift_note(results) {
+        println!("\n{note}");
+    }
     if !baselines.is_empty() {
         println!("\nbaselines (same run)");
         println!(
@@ -103,17 +113,41 @@ pub(crate) fn print_tables(results: &[Record], baselines: &[Record]) {
     }
 }
 
+/// Largest change of the handoff time between latency rows before the run's
+/// ratios to it are called out as drifting.
+const DRIFT: f64 = 1.5;
+
+/// A note when the atomic-flag handoff timed alongside the latency rows moved
+/// by more than [`DRIFT`] during the run: absolute times then compare poorly
+/// across rows, the rows' own ratios still do.
+fn drift_note(results: &[Record]) -> Option<String> {
+    let flags = results.iter().filter_map(|r| r.handoffs_us.map(|h| h.flag));
+    let (lo, hi) = flags.fold((f64::INFINITY, 0.0f64), |(lo, hi), f| {
+        (lo.min(f), hi.max(f))
+    });
+    (hi > DRIFT * lo).then(|| {
+        format!(
+            "note: this machine's core-to-core handoff changed during the run (atomic flag \
+             {lo:.3}-{hi:.3} us): compare rows by their ratios, which use the handoffs \
+             timed alongside each row, rather than by absolute times"
+        )
+    })
+}
+
 /// One row per record: results, then baselines (`kind` tells them apart).
 pub(crate) fn csv(results: &[Record], baselines: &[Record]) -> String {
     let mut out = String::from(
-        "kind,transport,mode,test,size,latency_min_us,latency_p50_us,latency_p99_us,bandwidth_mb_s,msg_rate\n",
+        "kind,transport,mode,test,size,latency_min_us,latency_p50_us,latency_p99_us,bandwidth_mb_s,msg_rate,flag_p50_us,slot_p50_us\n",
     );
     for (kind, records) in [("result", results), ("baseline", baselines)] {
         for r in records {
             let l = r.latency_us;
+            let (flag, slot) = r.handoffs_us.map_or((String::new(), String::new()), |h| {
+                (h.flag.to_string(), h.slot.to_string())
+            });
             let _ = writeln!(
                 out,
-                "{kind},{},{},{},{},{},{},{},{},{}",
+                "{kind},{},{},{},{},{},{},{},{},{},{flag},{slot}",
                 r.transport,
                 r.mode,
                 r.test,
@@ -127,4 +161,41 @@ pub(crate) fn csv(results: &[Record], baselines: &[Record]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench_p2p::{summarize, Handoffs};
+
+    fn row(flag: f64) -> Record {
+        let mut r = summarize(vec![0.1], 8, "shm", "send");
+        r.handoffs_us = Some(Handoffs { flag, slot: 0.05 });
+        r
+    }
+
+    #[test]
+    fn drift_is_noted_past_one_and_a_half_times_only() {
+        assert_eq!(drift_note(&[row(0.030), row(0.044)]), None);
+        let note = drift_note(&[row(0.030), row(0.21), row(0.031)]).expect("a note");
+        assert!(note.contains("0.030-0.210 us"), "{note}");
+        // Rows without handoffs (bandwidth, MPI) neither trigger nor hide it.
+        let bw = summarize(vec![1.0], 8, "shm", "isend");
+        assert_eq!(drift_note(&[bw.clone(), row(0.03)]), None);
+        assert!(drift_note(&[bw, row(0.03), row(0.2)]).is_some());
+    }
+
+    #[test]
+    fn latency_ratios_use_the_handoffs_timed_alongside() {
+        let start = [summarize(vec![0.02], 8, "hardware", "atomic-flag")];
+        let r = row(0.05);
+        let ratios = ratios(&r, &start);
+        assert_eq!(ratios[0].0, "x flag");
+        assert!((ratios[0].1 - 0.1 / 0.05).abs() < 1e-12, "{ratios:?}");
+        assert_eq!(ratios[1].0, "x slot");
+        // Without its own, a row falls back to the flag timed at the start.
+        let plain = summarize(vec![0.1], 8, "shm", "send");
+        let ratios = super::ratios(&plain, &start);
+        assert!((ratios[0].1 - 0.1 / 0.02).abs() < 1e-12, "{ratios:?}");
+    }
 }
