@@ -20,8 +20,16 @@ pub(crate) struct Lines {
     slots: [CachePadded<[AtomicU64; 2]>; 2],
 }
 
-/// One-way latency of a handoff through one cache line between ranks 0 and 1.
-pub(crate) fn flag_baseline(
+/// The two handoff baselines between ranks 0 and 1, one-way latency each:
+///
+/// * `atomic-flag`: a handoff through one cache line, the hardware limit;
+/// * `slot-handoff`: an 8-byte message through a one-line slot per direction,
+///   claimed with a compare-and-swap on both sides, as courier's fastbox is
+///   (several threads may fill it: threads of one rank; or drain it: whoever
+///   holds the receiver's lock). Against the flag it shows what this design
+///   costs the hardware before any courier code runs: each hop moves a slot
+///   line to the receiver and back, and waits for two exclusive claims.
+pub(crate) fn handoff_baselines(
     comm: &Comm,
     lines: &Lines,
     samples: usize,
@@ -29,28 +37,14 @@ pub(crate) fn flag_baseline(
 ) -> Result<Vec<Record>> {
     let b = batch(8, quick);
     let mut handoff = Handoff::new(comm, lines)?;
-    let times = (0..samples + 2).map(|_| handoff.flag(b)).skip(2).collect();
+    let runs = samples + 2; // the first two warm up
+    let flag: Vec<f64> = (0..runs).map(|_| handoff.flag(b)).skip(2).collect();
+    let slot: Vec<f64> = (0..runs).map(|_| handoff.slot(b)).skip(2).collect();
     handoff.finish()?;
-    Ok(vec![summarize(times, 8, "hardware", "atomic-flag")])
-}
-
-/// One-way latency of an 8-byte message through a one-line slot per direction,
-/// claimed with a compare-and-swap on both sides, as courier's fastbox is
-/// (several threads may fill it: threads of one rank; or drain it: whoever
-/// holds the receiver's lock). Against the flag it shows what this design
-/// costs the hardware before any courier code runs: each hop moves a slot line
-/// to the receiver and back, and waits for two exclusive claims.
-pub(crate) fn slot_baseline(
-    comm: &Comm,
-    lines: &Lines,
-    samples: usize,
-    quick: bool,
-) -> Result<Vec<Record>> {
-    let b = batch(8, quick);
-    let mut handoff = Handoff::new(comm, lines)?;
-    let times = (0..samples + 2).map(|_| handoff.slot(b)).skip(2).collect();
-    handoff.finish()?;
-    Ok(vec![summarize(times, 8, "hardware", "slot-handoff")])
+    Ok(vec![
+        summarize(flag, 8, "hardware", "atomic-flag"),
+        summarize(slot, 8, "hardware", "slot-handoff"),
+    ])
 }
 
 /// The handoff baselines between ranks 0 and 1 of `comm`, as batches that both

@@ -36,7 +36,7 @@ pub(crate) fn ping_pong(
     // Ready modes: rank 1 pre-posts its first receive before the barrier.
     comm.barrier()?;
     let mut handoff = lines.map(|l| Handoff::new(comm, l)).transpose()?;
-    let (mut flag, mut slot) = (Vec::new(), Vec::new());
+    let (mut flag, mut slot, hb) = (Vec::new(), Vec::new(), batch(8, quick));
     let mut times = Vec::with_capacity(samples);
     let warmup = 2;
     for s in 0..samples + warmup {
@@ -54,7 +54,6 @@ pub(crate) fn ping_pong(
         }
         comm.barrier()?;
         if let Some(h) = &mut handoff {
-            let hb = batch(8, quick);
             let (f, sl) = (h.flag(hb), h.slot(hb));
             if s >= warmup {
                 flag.push(f);

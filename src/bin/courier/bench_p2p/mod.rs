@@ -445,8 +445,7 @@ fn measure_pair(
     let quick = args.quick;
     let wants = |t: &str| args.tests.iter().any(|x| x == t);
     if transport == "shm" {
-        base.extend(baselines::flag_baseline(pair, lines, samples, quick)?);
-        base.extend(baselines::slot_baseline(pair, lines, samples, quick)?);
+        base.extend(baselines::handoff_baselines(pair, lines, samples, quick)?);
     }
     for &size in &args.sizes {
         if transport == "shm" {
