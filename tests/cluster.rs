@@ -43,6 +43,18 @@ const CASES: &[(&str, Case)] = &[
         rsend_without_a_posted_receive_is_not_ready,
     ),
     ("rsend_into_a_blocking_recv", rsend_into_a_blocking_recv),
+    (
+        "rsend_takes_an_offer_while_the_receiver_is_away",
+        rsend_takes_an_offer_while_the_receiver_is_away,
+    ),
+    (
+        "mixed_ready_and_standard_sends_match_in_order",
+        mixed_ready_and_standard_sends_match_in_order,
+    ),
+    (
+        "a_cancelled_offered_receive_refuses_rsend",
+        a_cancelled_offered_receive_refuses_rsend,
+    ),
     ("probes_and_matched_probes", probes_and_matched_probes),
     ("truncation_and_cancel", truncation_and_cancel),
     (
@@ -725,6 +737,160 @@ fn rsend_into_a_blocking_recv(comm: &Comm) -> courier::Result<()> {
             other => panic!("expected truncation, got {other:?}"),
         }
         assert_eq!(small, [0; 4], "a truncated ready receive wrote the buffer");
+    }
+    Ok(())
+}
+
+/// Rank 0's first ready send to `last`, on tag `tag`: answered by the query
+/// handshake, after which `last` offers its receives from rank 0 (processes
+/// of one node share the offers; all of this suite's are on one).
+fn first_rsend(comm: &Comm, last: usize, tag: i32) -> courier::Result<()> {
+    if comm.rank() == 0 {
+        comm.recv::<u8>(&mut [0], last, 20)?;
+        comm.rsend(&[1u64], last, tag)?;
+    } else if comm.rank() == last {
+        let mut v = [0u64];
+        comm.scope(|s| {
+            let r = s.irecv(&mut v, 0, tag)?;
+            comm.send(&[0u8], 0, 20)?;
+            r.wait()
+        })?;
+        assert_eq!(v, [1]);
+    }
+    Ok(())
+}
+
+/// Once a lane has carried a ready send, its receiver offers the receives it
+/// posts, and a ready send into an offered receive needs nothing from the
+/// receiver: here the receiver is outside the runtime (waiting for a file)
+/// while it is sent. The query handshake would wait for an answer that never
+/// comes, and the receiver's deadline would fail the job. The standard send
+/// after it is the pair's next message.
+fn rsend_takes_an_offer_while_the_receiver_is_away(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    first_rsend(comm, last, 21)?;
+    // Named by rank 0, whose process id makes it unique on this machine.
+    let flag = |pid: u64| std::env::temp_dir().join(format!("courier-offer-{pid}"));
+    if comm.rank() == 0 {
+        let pid = u64::from(std::process::id());
+        comm.send(&[pid], last, 22)?;
+        comm.recv::<u8>(&mut [0], last, 20)?;
+        comm.rsend(&[2u64], last, 21)?;
+        std::fs::write(flag(pid), b"sent").expect("writing the flag file");
+        comm.send(&[3u64], last, 21)?;
+    } else if comm.rank() == last {
+        let mut pid = [0u64];
+        comm.recv(&mut pid, 0, 22)?;
+        let mut v = [0u64];
+        comm.scope(|s| {
+            let r = s.irecv(&mut v, 0, 21)?;
+            comm.send(&[0u8], 0, 20)?;
+            // Away from the runtime until the ready send has returned.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !flag(pid[0]).exists() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the ready send waited for its receiver to poll"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            r.wait()
+        })?;
+        let _ = std::fs::remove_file(flag(pid[0]));
+        assert_eq!(v, [2]);
+        let mut w = [0u64];
+        comm.recv(&mut w, 0, ANY_TAG)?;
+        assert_eq!(w, [3], "the message after the ready send");
+    }
+    Ok(())
+}
+
+/// Rounds of four receives posted at once, filled by a mix of ready,
+/// nonblocking ready and standard sends (chosen by a fixed pseudo-random
+/// sequence, some past MPI's eager size): every message lands in the receive
+/// posting order gives it, whether its ready send took an offer, was asked
+/// for, or a standard send withdrew an offer.
+fn mixed_ready_and_standard_sends_match_in_order(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    first_rsend(comm, last, 1)?;
+    let mut lcg = 0x2545_f491_u64;
+    for round in 0..60u64 {
+        // (tag, mode, length) of each of the round's four messages.
+        let plan: Vec<(i32, u64, usize)> = (0..4)
+            .map(|_| {
+                lcg = lcg.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let len = if (lcg >> 20) % 16 == 0 {
+                    1000
+                } else {
+                    1 + (lcg >> 8) as usize % 4
+                };
+                (1 + (lcg >> 33) as i32 % 2, (lcg >> 40) % 3, len)
+            })
+            .collect();
+        let data = |j: usize, len: usize| vec![round * 100 + j as u64; len];
+        if comm.rank() == 0 {
+            let msgs: Vec<Vec<u64>> = (0..4).map(|j| data(j, plan[j].2)).collect();
+            comm.recv::<u8>(&mut [0], last, 20)?;
+            comm.scope(|s| {
+                let mut pending = Vec::new();
+                for (msg, &(tag, mode, _)) in msgs.iter().zip(&plan) {
+                    match mode {
+                        0 => comm.send(msg, last, tag)?,
+                        1 => comm.rsend(msg, last, tag)?,
+                        _ => pending.push(s.irsend(msg, last, tag)?),
+                    }
+                }
+                wait_all(&mut pending).map(drop)
+            })?;
+        } else if comm.rank() == last {
+            let mut bufs = vec![vec![0u64; 1000]; 4];
+            let statuses = comm.scope(|s| {
+                let mut reqs = Vec::new();
+                for (b, &(tag, _, _)) in bufs.iter_mut().zip(&plan) {
+                    reqs.push(s.irecv(b, 0, tag)?);
+                }
+                comm.send(&[0u8], 0, 20)?;
+                wait_all(&mut reqs)
+            })?;
+            for (j, (st, &(tag, mode, len))) in statuses.iter().zip(&plan).enumerate() {
+                assert_eq!(
+                    (st.tag, st.count::<u64>(), &bufs[j][..len]),
+                    (tag, len, &data(j, len)[..]),
+                    "round {round}, message {j} (mode {mode})"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cancelling an offered receive withdraws the offer: the ready send that
+/// follows finds nothing posted and is refused, and nothing is delivered.
+fn a_cancelled_offered_receive_refuses_rsend(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    first_rsend(comm, last, 41)?;
+    if comm.rank() == 0 {
+        comm.recv::<u8>(&mut [0], last, 20)?;
+        match comm.rsend(&[9u64], last, 41) {
+            Err(Error::NotReady { dest, tag }) => assert_eq!((dest, tag), (last, 41)),
+            other => panic!("rsend into a cancelled receive: {other:?}"),
+        }
+        comm.send(&[1u8], last, 20)?;
+    } else if comm.rank() == last {
+        let mut v = [0u64];
+        comm.scope(|s| {
+            let mut r = s.irecv(&mut v, 0, 41)?;
+            assert!(r.cancel()?, "an offered receive nothing matched cancels");
+            Ok(())
+        })?;
+        comm.send(&[0u8], 0, 20)?;
+        comm.recv::<u8>(&mut [0], 0, 20)?; // answers rank 0's query meanwhile
+        assert_eq!(v, [0], "a cancelled receive was written");
+        assert_eq!(
+            comm.iprobe(0, ANY_TAG)?,
+            None,
+            "a refused ready send delivered"
+        );
     }
     Ok(())
 }

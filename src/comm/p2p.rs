@@ -43,6 +43,10 @@ use super::check_tag;
 /// finds nothing posted (see the README's point-to-point contract).
 const UNPOSTED_SPINS: u32 = 2048;
 
+/// Polls of a cluster-mode receive's own MPI request between two full
+/// progress passes of its wait (see [`Mpi::test_posted`]).
+const QUICK_TESTS: u32 = 32;
+
 /// A message claimed by a matched probe ([`Comm::mprobe`]): no other receive can
 /// take it; receive it with [`mrecv`](Message::mrecv) (on any thread of the rank).
 ///
@@ -541,8 +545,13 @@ impl Comm {
     /// Withdraws a posted receive nothing has matched; `false` if something has.
     pub(crate) fn cancel_recv(&self, id: RecvId) -> bool {
         if let Some(m) = id.mpi {
-            if !self.mpi().cancel(self.world_rank(), m) {
-                return false;
+            match self.mpi().cancel(self.world_rank(), m) {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => crate::transport::mpi::abort(&format!(
+                    "rank {}: cancelling a receive failed: {e}",
+                    self.world_rank()
+                )),
             }
         }
         match id.shm {
@@ -671,7 +680,20 @@ impl Comm {
     ) -> Result<Status> {
         let me = self.me();
         let waited = match &self.world.mpi {
-            Some(_) => self.cluster_wait(source, || done.outcome().map(Ok)),
+            Some(mpi) => self.cluster_wait(source, || {
+                // Between full progress passes, a receive with an MPI request
+                // of its own (posted for a ready send) tests only that.
+                if let Some(m) = id.mpi {
+                    for _ in 0..QUICK_TESTS {
+                        match mpi.test_posted(self.world_rank(), m) {
+                            Ok(Some(false)) => {}
+                            Ok(_) => break,
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                }
+                done.outcome().map(Ok)
+            }),
             None => self.world.shm.wait_recv(me, done, &self.world.live, source),
         };
         match waited {

@@ -109,7 +109,10 @@ impl Mpi {
     ) -> Result<Option<Result<Status>>> {
         match *self {}
     }
-    pub fn cancel(&self, _: usize, _: u64) -> bool {
+    pub fn cancel(&self, _: usize, _: u64) -> Result<bool> {
+        match *self {}
+    }
+    pub fn test_posted(&self, _: usize, _: u64) -> Result<Option<bool>> {
         match *self {}
     }
     pub fn parked(&self, _: usize) -> bool {

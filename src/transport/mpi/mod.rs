@@ -47,15 +47,26 @@
 //! finds its receive posted. *No* gives `Err(NotReady)` and nothing is sent,
 //! as over shared memory. The price is a round trip, and the receiver must be
 //! inside a courier call (waiting or testing) to answer.
+//!
+//! Between processes of one node, the round trip is paid once per lane: a
+//! lane that has carried a ready send gets its receives *offered* — posted
+//! at the MPI level ahead of time and flagged in node-shared memory — and a
+//! ready send that finds its receive offered sends at once, needing nothing
+//! from the receiver ([`offers`]). A standard message that fills an offered
+//! receive instead withdraws the offer and stops the offering on that lane
+//! until its next ready send asks again.
+
+mod offers;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crossbeam_utils::CachePadded;
 use mpi::ffi;
 
+use self::offers::{Board, Offer};
 use crate::matching::{Envelope, Pattern};
 use crate::sync::Completion;
 use crate::transport::shm::{RecvBuf, SendOutcome, Shm};
@@ -108,7 +119,6 @@ fn byte() -> ffi::MPI_Datatype {
 /// What MPI calls `MPI_Status`, reduced to what courier uses.
 #[derive(Debug, Clone, Copy)]
 struct Arrived {
-    source: c_int,
     tag: c_int,
     bytes: usize,
 }
@@ -118,7 +128,6 @@ fn arrived(st: &ffi::MPI_Status) -> Arrived {
     // SAFETY: `st` was filled by a successful probe or receive.
     unsafe { ffi::MPI_Get_count(st, byte(), &mut n) };
     Arrived {
-        source: st.MPI_SOURCE,
         tag: st.MPI_TAG,
         bytes: n.max(0) as usize,
     }
@@ -235,6 +244,14 @@ struct Lanes {
     mpi_rank: Vec<Option<c_int>>,
     /// Process of each MPI rank in the lanes.
     process_of: Vec<usize>,
+    /// Messages this process put on each lane to a process of its node, and
+    /// took off each lane from one ([`Board::counter`]): what ready-send
+    /// offers compare (see [`offers`]).
+    sent: Box<[AtomicU64]>,
+    received: Box<[AtomicU64]>,
+    /// Lanes from a process of this node that have carried a ready send: only
+    /// their receives are offered.
+    ready_used: Box<[AtomicBool]>,
 }
 
 /// A receive that may match a message from another process.
@@ -253,6 +270,9 @@ struct Pending {
     ready_source: usize,
     /// Where that ready send lands instead of `dst` when `dst` cannot take it.
     ready_sink: Option<Vec<u8>>,
+    /// Offered to its sender (see [`offers`]): the offer's generation; `ready`
+    /// then holds the `MPI_Irecv` posted for it.
+    offer: Option<u64>,
     id: u64,
 }
 
@@ -265,6 +285,9 @@ struct Registry {
     receives: VecDeque<Pending>,
     /// Scratch list of [`Mpi::progress_requests`], kept for its allocation.
     unfilled: Vec<Pattern>,
+    /// Scratch list of [`Mpi::refresh_offers`]: (context, source) of earlier
+    /// receives.
+    earlier: Vec<(u32, Option<usize>)>,
 }
 
 /// Removes and returns the `i`th registered receive.
@@ -310,6 +333,10 @@ pub(crate) struct Mpi {
     bsend: Mutex<(Vec<u8>, Vec<usize>)>,
     /// Where each thread's posted receives land (reserved on first use).
     scratch: Box<[Mutex<Option<Scratch>>]>,
+    /// Ready-send offers between the processes of this node.
+    board: Option<Board>,
+    /// Per thread: some lane into it has carried a ready send (offers are due).
+    offers_wanted: Box<[AtomicBool]>,
 }
 
 fn dup(comm: ffi::MPI_Comm) -> Result<Comm> {
@@ -356,6 +383,8 @@ impl Mpi {
             parked: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             bsend: Mutex::new((Vec::new(), vec![0; threads])),
             scratch: (0..threads).map(|_| Mutex::default()).collect(),
+            board: Board::new(threads, processes)?,
+            offers_wanted: (0..threads).map(|_| AtomicBool::new(false)).collect(),
         };
         let all: Vec<usize> = (0..processes).collect();
         mpi.create_context(0, &all)?;
@@ -410,10 +439,14 @@ impl Mpi {
         for (i, &p) in processes.iter().enumerate() {
             mpi_rank[p] = Some(i as c_int);
         }
+        let counters = self.board.as_ref().map_or(0, Board::counters);
         let lanes = Lanes {
             comms,
             mpi_rank,
             process_of: processes.to_vec(),
+            sent: (0..counters).map(|_| AtomicU64::new(0)).collect(),
+            received: (0..counters).map(|_| AtomicU64::new(0)).collect(),
+            ready_used: (0..counters).map(|_| AtomicBool::new(false)).collect(),
         };
         self.contexts
             .write()
@@ -447,14 +480,23 @@ impl Mpi {
         (world_rank / self.threads, world_rank % self.threads)
     }
 
-    /// (lane communicator, MPI destination rank) for a send. On every send's
-    /// path, so it reads under the lock instead of taking the `Arc`.
+    /// (lane communicator, MPI destination rank) for a message about to be
+    /// put on the lane, which it counts. On every send's path, so it reads
+    /// under the lock instead of taking the `Arc`.
     fn route(&self, ctx: u32, from: usize, to: usize) -> (Comm, c_int) {
         let (s, (q, d)) = (from % self.threads, self.split(to));
         self.with_lanes(ctx, |lanes| {
             let dest = lanes.mpi_rank[q].expect("destination process hosts the context");
+            tally(self.counter(&lanes.sent, s, d, q));
             (lanes.comms[s * self.threads + d], dest)
         })
+    }
+
+    /// The entry in `counters` (or flags) of the lane from thread `s` to
+    /// thread `d` with process `q` at its other end; `None` unless `q` shares
+    /// this node.
+    fn counter<'a, T>(&self, counters: &'a [T], s: usize, d: usize, q: usize) -> Option<&'a T> {
+        Some(&counters[self.board.as_ref()?.counter(s, d, q)?])
     }
 
     /// Blocking send from world rank `from` to world rank `to` in another
@@ -635,6 +677,10 @@ impl Mpi {
         data: &[u8],
         nonblocking: bool,
     ) -> Result<SendOutcome> {
+        // SAFETY: passed on to the caller.
+        if let Some(outcome) = unsafe { self.rsend_offered(from, to, env, data, nonblocking)? } {
+            return Ok(outcome);
+        }
         let (lane, lane_dest) = self.route(env.ctx, from, to);
         let (q, d) = self.split(to);
         let n = count(data.len())?;
@@ -706,19 +752,76 @@ impl Mpi {
         if answer[0] == 0 {
             return Ok(SendOutcome::NotReady);
         }
+        self.with_lanes(env.ctx, |lanes| {
+            tally(self.counter(&lanes.sent, from % self.threads, d, q));
+        });
+        // SAFETY: the receive is posted for exactly this message (the answer
+        // said so); the caller keeps `data` valid.
+        unsafe { self.rsend_posted(from, data, (world_dest, id, self.ready), nonblocking) }
+    }
+
+    /// A ready send that takes its receiver's offer (see [`offers`]); `None`
+    /// when there is none it may take.
+    ///
+    /// # Safety
+    /// As [`rsend`](Self::rsend).
+    unsafe fn rsend_offered(
+        &self,
+        from: usize,
+        to: usize,
+        env: &Envelope,
+        data: &[u8],
+        nonblocking: bool,
+    ) -> Result<Option<SendOutcome>> {
+        let (s, (q, d)) = (from % self.threads, self.split(to));
+        let Some(board) = &self.board else {
+            return Ok(None);
+        };
+        let Some(slot) = board.slot(self.process, s, q, d) else {
+            return Ok(None);
+        };
+        let taken = self.with_lanes(env.ctx, |lanes| {
+            let sent = self.counter(&lanes.sent, s, d, q)?;
+            let before = sent.load(Relaxed);
+            slot.take(|offer| offer.accepts(env.ctx, env.tag, before, data.len()))
+                .then(|| sent.fetch_add(1, Relaxed))
+        });
+        if taken.is_none() {
+            return Ok(None);
+        }
+        let at = (q as c_int, board.tag(s, d), board.comm);
+        // SAFETY: taking the offer proved its MPI_Irecv posted, for at least
+        // `data.len()` bytes; the caller keeps `data` valid.
+        unsafe { self.rsend_posted(from, data, at, nonblocking) }.map(Some)
+    }
+
+    /// `MPI_Rsend` (or `MPI_Irsend` when `nonblocking`) of `data` to
+    /// (process, tag, communicator) `at`.
+    ///
+    /// # Safety
+    /// A receive for the message must be posted there; with `nonblocking`,
+    /// `data` must stay valid until the request completes.
+    unsafe fn rsend_posted(
+        &self,
+        from: usize,
+        data: &[u8],
+        (dest, tag, comm): (c_int, c_int, Comm),
+        nonblocking: bool,
+    ) -> Result<SendOutcome> {
+        let n = count(data.len())?;
         let buf = data.as_ptr() as *const c_void;
         if nonblocking {
             // SAFETY: zeroed handle out-parameter; caller keeps data valid.
             let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
             check(
-                unsafe { ffi::MPI_Irsend(buf, n, byte(), world_dest, id, self.ready.0, &mut req) },
+                unsafe { ffi::MPI_Irsend(buf, n, byte(), dest, tag, comm.0, &mut req) },
                 "MPI_Irsend",
             )?;
             self.track(from, req)
         } else {
             // SAFETY: data valid for the blocking call; the receive is posted.
             check(
-                unsafe { ffi::MPI_Rsend(buf, n, byte(), world_dest, id, self.ready.0) },
+                unsafe { ffi::MPI_Rsend(buf, n, byte(), dest, tag, comm.0) },
                 "MPI_Rsend",
             )?;
             Ok(SendOutcome::Done)
@@ -738,23 +841,27 @@ impl Mpi {
         done: Arc<Completion>,
         shm_id: Option<u64>,
     ) -> u64 {
-        let id = self.next_pending[me % self.threads].fetch_add(1, Relaxed);
-        self.pending[me % self.threads]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .receives
-            .push_back(Pending {
-                pat,
-                group,
-                rank_of,
-                dst: Some(dst),
-                done,
-                shm_id,
-                ready: None,
-                ready_source: 0,
-                ready_sink: None,
-                id,
-            });
+        let t = me % self.threads;
+        let id = self.next_pending[t].fetch_add(1, Relaxed);
+        let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        registry.receives.push_back(Pending {
+            pat,
+            group,
+            rank_of,
+            dst: Some(dst),
+            done,
+            shm_id,
+            ready: None,
+            ready_source: 0,
+            ready_sink: None,
+            offer: None,
+            id,
+        });
+        if let Err(e) = self.refresh_offers(t, &mut registry) {
+            // The receive is registered with its buffer: it cannot be handed
+            // back as an error, and MPI is failing anyway.
+            abort(&format!("rank {me}: posting a receive failed: {e}"));
+        }
         id
     }
 
@@ -796,12 +903,17 @@ impl Mpi {
             source: r,
             tag,
         };
+        let received = self.counter(&lanes.received, s, t, q);
         if let Some(tag) = pat.tag.filter(|_| dst.raw().1 <= SMALL_RECV) {
             if let Ok(mut scratch) = self.scratch[t].try_lock() {
                 let region = scratch.get_or_insert_with(Scratch::reserve);
                 if region.usable() {
                     let posted = LaneRecv::post(src, tag, lane, region)?;
-                    return self.recv_posted(shm, me, posted, dst, env(tag), poll_failure);
+                    let outcome = self.recv_posted(shm, me, posted, dst, env(tag), poll_failure);
+                    if let Ok(Some(_)) = outcome {
+                        tally(received);
+                    }
+                    return outcome;
                 }
             }
         }
@@ -810,6 +922,7 @@ impl Mpi {
         let mut pace = Pace::default();
         loop {
             if let Some((msg, st)) = improbe(src, tag, lane, "MPI_Improbe")? {
+                tally(received);
                 if st.MPI_TAG == MARKER_TAG {
                     let m = mrecv_marker(msg)?;
                     let mut ready = self.ready_state[t]
@@ -896,21 +1009,19 @@ impl Mpi {
 
     /// Withdraws a registered receive that nothing has matched; `false` if it has
     /// been (or is being) filled.
-    pub fn cancel(&self, me: usize, id: u64) -> bool {
+    pub fn cancel(&self, me: usize, id: u64) -> Result<bool> {
         let mut pending = self.pending[me % self.threads]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match pending
-            .receives
-            .iter()
-            .position(|p| p.id == id && p.ready.is_none())
-        {
-            Some(i) => {
-                take(&mut pending.receives, i);
-                true
-            }
-            None => false,
+        let Some(i) = pending.receives.iter().position(|p| p.id == id) else {
+            return Ok(false);
+        };
+        let p = &mut pending.receives[i];
+        if p.ready.is_some() && !(p.offer.is_some() && self.withdraw_offer(me % self.threads, p)?) {
+            return Ok(false); // withdrawn for, or offered to, a ready send on its way
         }
+        take(&mut pending.receives, i);
+        Ok(true)
     }
 
     /// Messages parked in `me`'s mailbox by the claim race (see module docs).
@@ -929,7 +1040,7 @@ impl Mpi {
     /// answer, and the look (one `MPI_Improbe`) costs the other modes' waits
     /// nothing measurable.
     pub fn progress(&self, shm: &Shm, me: usize) -> Result<()> {
-        self.answer_queries(shm, me % self.threads)?;
+        self.answer_queries(shm, me)?;
         self.progress_requests(shm, me)
     }
 
@@ -945,38 +1056,34 @@ impl Mpi {
         let Registry {
             receives: pending,
             unfilled,
+            ..
         } = &mut *registry;
         // Patterns of receives that took nothing in this pass. A later receive
         // that overlaps one must not claim in this pass: a message arriving
         // between the two probes belongs to the earlier receive (posting order).
         // It also spares a window of like receives one probe each per pass.
         unfilled.clear();
+        let mut completed = false;
         let mut i = 0;
         while i < pending.len() {
-            if let Some(req) = pending[i].ready {
-                let mut req = MpiRequest(req);
-                match req.test_status() {
-                    Ok(None) => {
-                        pending[i].ready = Some(req.0);
+            if pending[i].ready.is_some() {
+                match self.settle_ready(t, &mut pending[i], false)? {
+                    Settled::Done(outcome) => {
+                        take(pending, i).done.complete(outcome);
+                        completed = true;
+                        continue;
+                    }
+                    Settled::Waiting => {
+                        if pending[i].offer.is_some() {
+                            // A message a later receive could take may be the
+                            // offered one's (when the offer is withdrawn).
+                            unfilled.push(pending[i].pat);
+                        }
                         i += 1;
+                        continue;
                     }
-                    Ok(Some(a)) => {
-                        let mut p = take(pending, i);
-                        let env = Envelope {
-                            ctx: p.pat.ctx,
-                            source: p.ready_source,
-                            tag: a.tag_of(&p.pat),
-                        };
-                        let outcome = match (p.ready_sink.take(), p.dst.take()) {
-                            // Checked up front: the sink holds what `dst` cannot take.
-                            (Some(sink), Some(dst)) => dst.fill(&sink[..a.bytes], &env),
-                            _ => Ok(Status::new(env.source, env.tag, a.bytes)),
-                        };
-                        p.done.complete(outcome);
-                    }
-                    Err(e) => take(pending, i).done.complete(Err(e)),
+                    Settled::Plain => {} // offer withdrawn: a receive like any other
                 }
-                continue;
             }
             if pending[i].done.is_done() {
                 take(pending, i);
@@ -1006,6 +1113,194 @@ impl Mpi {
                 }
             }
             p.done.complete(mrecv_into(msg, a, dst, &env));
+            completed = true;
+        }
+        if completed {
+            self.refresh_offers(t, &mut registry)?;
+        }
+        Ok(())
+    }
+
+    /// Tests the `MPI_Irecv` of a receive withdrawn for a ready send or offered
+    /// to one. An offered receive that is still waiting is offered again when
+    /// its lane's count has moved on, and withdrawn when a message on its data
+    /// lane could fill it (see [`offers`]).
+    /// With `quick`, only tests (see [`test_posted`](Self::test_posted)).
+    fn settle_ready(&self, t: usize, p: &mut Pending, quick: bool) -> Result<Settled> {
+        let mut req = MpiRequest(p.ready.take().expect("a withdrawn or offered receive"));
+        let tested = req.test_status();
+        if let Ok(None) = tested {
+            p.ready = Some(req.0);
+            if quick || p.offer.is_none() {
+                return Ok(Settled::Waiting);
+            }
+        }
+        let (q, s) = self.split(p.group[p.ready_source]);
+        let lanes = self.lanes(p.pat.ctx);
+        let received = self.counter(&lanes.received, s, t, q);
+        let a = match tested {
+            Ok(Some(a)) => a,
+            Err(e) => return Ok(Settled::Done(Err(e))),
+            Ok(None) => {
+                let gen = p.offer.expect("checked above");
+                let slot = self.offering(q, s, t);
+                let count = received.expect("offers come from this node").load(Relaxed);
+                if slot.offered_count(gen).is_some_and(|c| c != count) && slot.withdraw(gen) {
+                    p.offer = Some(slot.raise(&offer_of(p, count)));
+                }
+                // SAFETY: reading a constant exported by mpi-sys.
+                let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
+                let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
+                let lane = lanes.comms[s * self.threads + t].0;
+                let waiting = iprobe(src, p.pat.tag.unwrap_or(any_tag), lane, "MPI_Iprobe")?;
+                if waiting.is_some() && self.withdraw_offer(t, p)? {
+                    // The sender has moved on to other modes: stop offering
+                    // on this lane until its next ready send asks again.
+                    if let Some(used) = self.counter(&lanes.ready_used, s, t, q) {
+                        used.store(false, Relaxed);
+                    }
+                    return Ok(Settled::Plain);
+                }
+                return Ok(Settled::Waiting);
+            }
+        };
+        tally(received);
+        if let Some(gen) = p.offer.take() {
+            self.offering(q, s, t).clear(gen);
+        }
+        let env = Envelope {
+            ctx: p.pat.ctx,
+            source: p.ready_source,
+            tag: a.tag_of(&p.pat),
+        };
+        Ok(Settled::Done(match (p.ready_sink.take(), p.dst.take()) {
+            // Checked up front: the sink holds what `dst` cannot take.
+            (Some(sink), Some(dst)) => dst.fill(&sink[..a.bytes], &env),
+            // Received into `dst`, which the message was known to fit.
+            _ => Ok(Status::new(env.source, env.tag, a.bytes)),
+        }))
+    }
+
+    /// Tests registered receive `id` of world rank `me` when it has an
+    /// `MPI_Irecv` posted (withdrawn for a ready send, or offered to one), and
+    /// completes it if that has arrived: the poll of a wait between full
+    /// progress passes, one `MPI_Test` where a pass costs several MPI calls.
+    /// `Some(done)`, or `None` when the receive has no request of its own (or
+    /// the registry is busy): then only full progress can fill it.
+    pub fn test_posted(&self, me: usize, id: u64) -> Result<Option<bool>> {
+        let t = me % self.threads;
+        let Ok(mut registry) = self.pending[t].try_lock() else {
+            return Ok(None);
+        };
+        let Some(i) = registry.receives.iter().position(|p| p.id == id) else {
+            return Ok(None);
+        };
+        if registry.receives[i].ready.is_none() {
+            return Ok(None);
+        }
+        match self.settle_ready(t, &mut registry.receives[i], true)? {
+            Settled::Done(outcome) => {
+                take(&mut registry.receives, i).done.complete(outcome);
+                self.refresh_offers(t, &mut registry)?;
+                Ok(Some(true))
+            }
+            _ => Ok(Some(false)),
+        }
+    }
+
+    /// Where thread `t` offers receives to thread `s` of process `q`.
+    fn offering(&self, q: usize, s: usize, t: usize) -> offers::Offering<'_> {
+        self.board
+            .as_ref()
+            .and_then(|b| b.offering(self.process, q, s, t))
+            .expect("offers go to processes of this node")
+    }
+
+    /// Withdraws `p`'s offer and cancels its `MPI_Irecv`, leaving a plain
+    /// registered receive; `false` (and nothing changed) when its sender has
+    /// taken the offer: the message is on its way to this receive.
+    fn withdraw_offer(&self, t: usize, p: &mut Pending) -> Result<bool> {
+        let gen = p.offer.expect("an offered receive");
+        let (q, s) = self.split(p.group[p.ready_source]);
+        if !self.offering(q, s, t).withdraw(gen) {
+            return Ok(false);
+        }
+        let mut req = p
+            .ready
+            .take()
+            .expect("an offered receive has its MPI_Irecv")
+            .0;
+        p.offer = None;
+        // No sender can take a withdrawn offer, so nothing can have matched.
+        cancel_recv(&mut req)?;
+        Ok(true)
+    }
+
+    /// Offers thread `t`'s receives that can have one (see [`offers`]): a
+    /// receive from one rank of another process on this node, over a lane
+    /// that has carried a ready send, with no earlier receive that a message
+    /// from that rank could match, while that pair has no offer raised.
+    fn refresh_offers(&self, t: usize, registry: &mut Registry) -> Result<()> {
+        let Some(board) = &self.board else {
+            return Ok(());
+        };
+        if !self.offers_wanted[t].load(Relaxed) {
+            return Ok(());
+        }
+        let Registry {
+            receives, earlier, ..
+        } = registry;
+        earlier.clear();
+        for p in receives.iter_mut() {
+            if p.done.is_done() {
+                continue;
+            }
+            let from = p.pat.source.map(|r| p.group[r]);
+            let first = !earlier
+                .iter()
+                .any(|&(ctx, w)| ctx == p.pat.ctx && (w.is_none() || w == from));
+            earlier.push((p.pat.ctx, from));
+            let Some(world) = from.filter(|_| first && p.ready.is_none()) else {
+                continue;
+            };
+            let (q, s) = self.split(world);
+            let (Some(slot), Some(i)) = (
+                board.offering(self.process, q, s, t),
+                board.counter(s, t, q),
+            ) else {
+                continue;
+            };
+            let lanes = self.lanes(p.pat.ctx);
+            if q == self.process || !lanes.ready_used[i].load(Relaxed) || !slot.is_free() {
+                continue;
+            }
+            let offer = offer_of(p, lanes.received[i].load(Relaxed));
+            let (ptr, _) = p
+                .dst
+                .as_ref()
+                .expect("waiting receives hold a buffer")
+                .raw();
+            // SAFETY: zeroed handle out-parameter; the buffer holds `offer.cap`
+            // bytes and stays lent to this receive until its completion, which
+            // waits for this request (or its cancel).
+            let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
+            check(
+                unsafe {
+                    ffi::MPI_Irecv(
+                        ptr.cast(),
+                        offer.cap as c_int,
+                        byte(),
+                        q as c_int,
+                        board.tag(s, t),
+                        board.comm.0,
+                        &mut req,
+                    )
+                },
+                "MPI_Irecv (offer)",
+            )?;
+            p.ready = Some(Handle(req));
+            p.ready_source = p.pat.source.expect("offered receives name their source");
+            p.offer = Some(slot.raise(&offer));
         }
         Ok(())
     }
@@ -1057,6 +1352,10 @@ impl Mpi {
             let Some((msg, st)) = found else {
                 continue;
             };
+            let q = lanes.process_of[st.MPI_SOURCE as usize];
+            if claim || st.MPI_TAG == MARKER_TAG {
+                tally(self.counter(&lanes.received, s, t, q));
+            }
             if st.MPI_TAG == MARKER_TAG {
                 // A ready send's marker (only ANY_TAG probes see one): set it
                 // aside for the query it announces, and look at this lane again.
@@ -1068,12 +1367,11 @@ impl Mpi {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .markers
-                    .insert((lanes.process_of[st.MPI_SOURCE as usize], m));
+                    .insert((q, m));
                 return self.probe_lanes(t, pat, group, rank_of, claim);
             }
             let a = arrived(&st);
             let source = pat.source.unwrap_or_else(|| {
-                let q = lanes.process_of[a.source as usize];
                 *rank_of
                     .get(&(q * self.threads + s))
                     .expect("a message on a context comes from a member of its communicator")
@@ -1117,7 +1415,13 @@ impl Mpi {
 
     /// Takes the ready-send queries for thread `t` off the control communicator
     /// and answers those whose marker has arrived (the others wait for theirs).
-    fn answer_queries(&self, shm: &Shm, t: usize) -> Result<()> {
+    ///
+    /// Before answering, a progress pass claims every message that has
+    /// arrived into the receives it matches: once a query's marker is here, so
+    /// is every earlier message of its sender, and one of those may fill the
+    /// first receive the ready send would otherwise be told is free.
+    fn answer_queries(&self, shm: &Shm, me: usize) -> Result<()> {
+        let t = me % self.threads;
         // SAFETY: reading a constant exported by mpi-sys.
         let any_source = unsafe { ffi::RSMPI_ANY_SOURCE };
         let mut ready = self.ready_state[t]
@@ -1135,9 +1439,10 @@ impl Mpi {
             mrecv_raw(msg, query.as_mut_ptr().cast(), size)?;
             ready.queries.push((st.MPI_SOURCE as usize, query));
         }
+        let mut answerable = Vec::new();
         let mut k = 0;
         while k < ready.queries.len() {
-            let (q, [ctx, s, tag, id, len]) = ready.queries[k];
+            let (q, [ctx, s, _, id, _]) = ready.queries[k];
             let (ctx, s, id) = (ctx as u32, s as usize, id as c_int);
             if !ready.markers.remove(&(q, id)) {
                 // Claim markers from that lane until ours shows up.
@@ -1145,6 +1450,7 @@ impl Mpi {
                 let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
                 let comm = lanes.comms[s * self.threads + t].0;
                 while let Some(m) = claim_marker(comm, src)? {
+                    tally(self.counter(&lanes.received, s, t, q));
                     ready.markers.insert((q, m));
                 }
                 if !ready.markers.remove(&(q, id)) {
@@ -1152,7 +1458,16 @@ impl Mpi {
                     continue;
                 }
             }
-            ready.queries.swap_remove(k);
+            answerable.push(ready.queries.swap_remove(k));
+        }
+        // Probing lanes may set markers aside: not under this lock.
+        drop(ready);
+        if answerable.is_empty() {
+            return Ok(());
+        }
+        self.progress_requests(shm, me)?;
+        for (q, [ctx, s, tag, id, len]) in answerable {
+            let (ctx, s, id) = (ctx as u32, s as usize, id as c_int);
             let yes = self.prepare_ready(shm, t, q, ctx, s, (tag as i32, id, len as usize))?;
             let answer = [i64::from(yes)];
             // SAFETY: `answer` is valid for the blocking call.
@@ -1194,17 +1509,29 @@ impl Mpi {
         let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
         let lane = lanes.comms[s * self.threads + t].0;
         let world = q * self.threads + s;
+        if let Some(i) = self.board.as_ref().and_then(|b| b.counter(s, t, q)) {
+            // This lane carries ready sends: offer its receives from now on.
+            lanes.ready_used[i].store(true, Relaxed);
+            self.offers_wanted[t].store(true, Relaxed);
+        }
         let mut pending = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
-        let Some(p) = pending.receives.iter_mut().find(|p| {
-            p.ready.is_none()
-                && !p.done.is_done()
+        let mut candidates = pending.receives.iter_mut().filter(|p| {
+            !p.done.is_done()
                 && p.pat.ctx == ctx
                 && p.rank_of
                     .get(&world)
                     .is_some_and(|&r| p.pat.source.is_none_or(|x| x == r))
                 && p.pat.tag.is_none_or(|g| g == tag)
-        }) else {
-            return Ok(false);
+        });
+        // The first receive not spoken for: withdrawn for an earlier ready send,
+        // or offered to this sender, which took the offer before this query.
+        let p = loop {
+            let Some(p) = candidates.next() else {
+                return Ok(false);
+            };
+            if p.ready.is_none() || (p.offer.is_some() && self.withdraw_offer(t, p)?) {
+                break p;
+            }
         };
         // SAFETY: reading a constant exported by mpi-sys.
         let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
@@ -1501,16 +1828,22 @@ impl<'a> LaneRecv<'a> {
     /// Cancels the receive: `None` if it was withdrawn unmatched, else the size
     /// of the message it took meanwhile.
     fn withdraw(&mut self) -> Result<Option<usize>> {
-        // SAFETY: the request is valid (cancelling a completed one is a no-op);
-        // zeroed status out-parameter.
-        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-        check(unsafe { ffi::MPI_Cancel(&mut self.req) }, "MPI_Cancel")?;
-        check(unsafe { ffi::MPI_Wait(&mut self.req, &mut st) }, "MPI_Wait")?;
-        let mut cancelled: c_int = 0;
-        // SAFETY: `st` was filled by MPI_Wait.
-        unsafe { ffi::MPI_Test_cancelled(&st, &mut cancelled) };
-        Ok((cancelled == 0).then(|| arrived(&st).bytes))
+        cancel_recv(&mut self.req)
     }
+}
+
+/// Cancels a posted receive (`MPI_Cancel`, then `MPI_Wait`): `None` if it was
+/// withdrawn unmatched, else the size of the message it took meanwhile.
+fn cancel_recv(req: &mut ffi::MPI_Request) -> Result<Option<usize>> {
+    // SAFETY: the request is valid (cancelling a completed one is a no-op);
+    // zeroed status out-parameter.
+    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+    check(unsafe { ffi::MPI_Cancel(req) }, "MPI_Cancel")?;
+    check(unsafe { ffi::MPI_Wait(req, &mut st) }, "MPI_Wait")?;
+    let mut cancelled: c_int = 0;
+    // SAFETY: `st` was filled by MPI_Wait.
+    unsafe { ffi::MPI_Test_cancelled(&st, &mut cancelled) };
+    Ok((cancelled == 0).then(|| arrived(&st).bytes))
 }
 
 impl Drop for LaneRecv<'_> {
@@ -1574,5 +1907,34 @@ impl MpiRequest {
             "MPI_Test",
         )?;
         Ok((flag != 0).then(|| arrived(&st)))
+    }
+}
+
+/// What [`Mpi::settle_ready`] found.
+enum Settled {
+    /// The receive is complete, with this outcome.
+    Done(Result<Status>),
+    /// Its message has not come yet.
+    Waiting,
+    /// Its offer was withdrawn: it is a plain registered receive again.
+    Plain,
+}
+
+/// The offer of receive `p`, with its lane's `count`.
+fn offer_of(p: &Pending, count: u64) -> Offer {
+    let dst = p.dst.as_ref().expect("waiting receives hold a buffer");
+    Offer {
+        ctx: p.pat.ctx,
+        tag: p.pat.tag,
+        count,
+        cap: dst.raw().1.min(c_int::MAX as usize),
+        elem: dst.elem().size,
+    }
+}
+
+/// Counts one message on a lane's counter, if it has one.
+fn tally(counter: Option<&AtomicU64>) {
+    if let Some(c) = counter {
+        c.fetch_add(1, Relaxed);
     }
 }
