@@ -225,8 +225,9 @@ pub(super) struct Board {
 
 impl Board {
     /// The board of this node's processes; `None` when this process is alone
-    /// on its node, or the MPI library cannot share memory between them.
-    /// Collective over all processes.
+    /// on its node. An error when the MPI library cannot share memory between
+    /// them (the caller then goes without offers). Collective over all
+    /// processes.
     pub fn new(threads: usize, processes: usize) -> Result<Option<Board>> {
         // SAFETY: reading constants exported by mpi-sys.
         let (world, shared, info) = unsafe {
@@ -300,6 +301,8 @@ impl Board {
             let first = unsafe { at.cast::<u8>().add(at.cast::<u8>().align_offset(align)) };
             bases.push(Handle(first.cast::<Slot>().cast_const()));
         }
+        // SAFETY: `node` is valid; the window keeps what it needs of it.
+        unsafe { ffi::MPI_Comm_free(&mut node) };
         if node_size < 2 {
             return Ok(None);
         }
