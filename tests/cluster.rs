@@ -692,11 +692,7 @@ fn rsend_without_a_posted_receive_is_not_ready(comm: &Comm) -> courier::Result<(
             "a refused ready send delivered something"
         );
         let mut v = [0u64];
-        comm.scope(|s| {
-            let r = s.irecv(&mut v, 0, 9)?;
-            comm.send(&[1u8], 0, 3)?;
-            r.wait()
-        })?;
+        recv_after_signal(comm, &mut v, 9, 3)?;
         assert_eq!(v, [8]);
     }
     Ok(())
@@ -727,12 +723,7 @@ fn rsend_into_a_blocking_recv(comm: &Comm) -> courier::Result<()> {
         // A ready send longer than the posted receive (and past MPI's eager
         // size): truncated, reported whole, the buffer untouched.
         let mut small = [0u64; 4];
-        let r = comm.scope(|s| {
-            let r = s.irecv(&mut small, 0, 14)?;
-            comm.send(&[1u8], 0, 12)?;
-            Ok(r.wait())
-        })?;
-        match r {
+        match recv_after_signal(comm, &mut small, 14, 12) {
             Err(Error::Truncated { message, buffer }) => assert_eq!((message, buffer), (16384, 32)),
             other => panic!("expected truncation, got {other:?}"),
         }
@@ -750,14 +741,25 @@ fn first_rsend(comm: &Comm, last: usize, tag: i32) -> courier::Result<()> {
         comm.rsend(&[1u64], last, tag)?;
     } else if comm.rank() == last {
         let mut v = [0u64];
-        comm.scope(|s| {
-            let r = s.irecv(&mut v, 0, tag)?;
-            comm.send(&[0u8], 0, 20)?;
-            r.wait()
-        })?;
+        recv_after_signal(comm, &mut v, tag, 20)?;
         assert_eq!(v, [1]);
     }
     Ok(())
+}
+
+/// Receives from rank 0 with `tag` into `buf`, posted before rank 0 is told
+/// so by a byte on `signal`: what a ready send needs.
+fn recv_after_signal(
+    comm: &Comm,
+    buf: &mut [u64],
+    tag: i32,
+    signal: i32,
+) -> courier::Result<courier::Status> {
+    comm.scope(|s| {
+        let r = s.irecv(buf, 0, tag)?;
+        comm.send(&[0u8], 0, signal)?;
+        r.wait()
+    })
 }
 
 /// Once a lane has carried a ready send, its receiver offers the receives it

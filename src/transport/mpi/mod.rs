@@ -489,16 +489,16 @@ impl Mpi {
         let (s, (q, d)) = (from % self.threads, self.split(to));
         self.with_lanes(ctx, |lanes| {
             let dest = lanes.mpi_rank[q].expect("destination process hosts the context");
-            tally(self.counter(&lanes.sent, s, d, q));
+            tally(self.lane_entry(&lanes.sent, s, d, q));
             (lanes.comms[s * self.threads + d], dest)
         })
     }
 
-    /// The entry in `counters` (or flags) of the lane from thread `s` to
-    /// thread `d` with process `q` at its other end; `None` unless `q` shares
-    /// this node.
-    fn counter<'a, T>(&self, counters: &'a [T], s: usize, d: usize, q: usize) -> Option<&'a T> {
-        Some(&counters[self.board.as_ref()?.counter(s, d, q)?])
+    /// The entry in `entries` (a lane's counters or flags) of the lane from
+    /// thread `s` to thread `d` with process `q` at its other end; `None`
+    /// unless `q` shares this node.
+    fn lane_entry<'a, T>(&self, entries: &'a [T], s: usize, d: usize, q: usize) -> Option<&'a T> {
+        Some(&entries[self.board.as_ref()?.counter(s, d, q)?])
     }
 
     /// Blocking send from world rank `from` to world rank `to` in another
@@ -755,7 +755,7 @@ impl Mpi {
             return Ok(SendOutcome::NotReady);
         }
         self.with_lanes(env.ctx, |lanes| {
-            tally(self.counter(&lanes.sent, from % self.threads, d, q));
+            tally(self.lane_entry(&lanes.sent, from % self.threads, d, q));
         });
         // SAFETY: the receive is posted for exactly this message (the answer
         // said so); the caller keeps `data` valid.
@@ -783,7 +783,7 @@ impl Mpi {
             return Ok(None);
         };
         let taken = self.with_lanes(env.ctx, |lanes| {
-            let sent = self.counter(&lanes.sent, s, d, q)?;
+            let sent = self.lane_entry(&lanes.sent, s, d, q)?;
             let before = sent.load(Relaxed);
             slot.take(|offer| offer.accepts(env.ctx, env.tag, before, data.len()))
                 .then(|| sent.fetch_add(1, Relaxed))
@@ -905,7 +905,7 @@ impl Mpi {
             source: r,
             tag,
         };
-        let received = self.counter(&lanes.received, s, t, q);
+        let received = self.lane_entry(&lanes.received, s, t, q);
         if let Some(tag) = pat.tag.filter(|_| dst.raw().1 <= SMALL_RECV) {
             if let Ok(mut scratch) = self.scratch[t].try_lock() {
                 let region = scratch.get_or_insert_with(Scratch::reserve);
@@ -1139,7 +1139,7 @@ impl Mpi {
         }
         let (q, s) = self.split(p.group[p.ready_source]);
         let lanes = self.lanes(p.pat.ctx);
-        let received = self.counter(&lanes.received, s, t, q);
+        let received = self.lane_entry(&lanes.received, s, t, q);
         let a = match tested {
             Ok(Some(a)) => a,
             Err(e) => return Ok(Settled::Done(Err(e))),
@@ -1158,7 +1158,7 @@ impl Mpi {
                 if waiting.is_some() && self.withdraw_offer(t, p)? {
                     // The sender has moved on to other modes: stop offering
                     // on this lane until its next ready send asks again.
-                    if let Some(used) = self.counter(&lanes.ready_used, s, t, q) {
+                    if let Some(used) = self.lane_entry(&lanes.ready_used, s, t, q) {
                         used.store(false, Relaxed);
                     }
                     return Ok(Settled::Plain);
@@ -1273,7 +1273,7 @@ impl Mpi {
                 continue;
             };
             let lanes = self.lanes(p.pat.ctx);
-            if q == self.process || !lanes.ready_used[i].load(Relaxed) || !slot.is_free() {
+            if !lanes.ready_used[i].load(Relaxed) || !slot.is_free() {
                 continue;
             }
             let offer = offer_of(p, lanes.received[i].load(Relaxed));
@@ -1356,7 +1356,7 @@ impl Mpi {
             };
             let q = lanes.process_of[st.MPI_SOURCE as usize];
             if claim || st.MPI_TAG == MARKER_TAG {
-                tally(self.counter(&lanes.received, s, t, q));
+                tally(self.lane_entry(&lanes.received, s, t, q));
             }
             if st.MPI_TAG == MARKER_TAG {
                 // A ready send's marker (only ANY_TAG probes see one): set it
@@ -1452,7 +1452,7 @@ impl Mpi {
                 let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
                 let comm = lanes.comms[s * self.threads + t].0;
                 while let Some(m) = claim_marker(comm, src)? {
-                    tally(self.counter(&lanes.received, s, t, q));
+                    tally(self.lane_entry(&lanes.received, s, t, q));
                     ready.markers.insert((q, m));
                 }
                 if !ready.markers.remove(&(q, id)) {
