@@ -56,12 +56,13 @@
 //! receive instead withdraws the offer and stops the offering on that lane
 //! until its next ready send asks again.
 
+mod contexts;
 mod offers;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_utils::CachePadded;
 use mpi::ffi;
@@ -311,7 +312,8 @@ pub(crate) struct Mpi {
     process: usize,
     processes: usize,
     threads: usize,
-    contexts: RwLock<HashMap<u32, Arc<Lanes>>>,
+    /// The lanes of each context, by context number.
+    contexts: contexts::Table<Lanes>,
     /// Ready-send queries (tag 2·thread) and answers (tag 2·id + 1).
     control: Comm,
     /// Ready sends, each into an `MPI_Irecv` posted for it (tag = id).
@@ -370,7 +372,7 @@ impl Mpi {
             process,
             processes,
             threads,
-            contexts: RwLock::default(),
+            contexts: contexts::Table::default(),
             control: dup(world)?,
             ready: dup(world)?,
             pending: (0..threads).map(|_| Mutex::default()).collect(),
@@ -450,29 +452,19 @@ impl Mpi {
             received: (0..counters).map(|_| AtomicU64::new(0)).collect(),
             ready_used: (0..counters).map(|_| AtomicBool::new(false)).collect(),
         };
-        self.contexts
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ctx, Arc::new(lanes));
+        assert!(
+            self.contexts.set(ctx, lanes),
+            "context {ctx} is created once"
+        );
         Ok(())
     }
 
     /// The lanes of `ctx`, waiting briefly if this process's creating thread has
     /// not published them yet.
-    fn lanes(&self, ctx: u32) -> Arc<Lanes> {
-        self.with_lanes(ctx, Arc::clone)
-    }
-
-    /// `f` of the lanes of `ctx`, under the read lock (as [`lanes`](Self::lanes)).
-    fn with_lanes<R>(&self, ctx: u32, f: impl FnOnce(&Arc<Lanes>) -> R) -> R {
+    fn lanes(&self, ctx: u32) -> &Lanes {
         loop {
-            if let Some(l) = self
-                .contexts
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&ctx)
-            {
-                return f(l);
+            if let Some(lanes) = self.contexts.get(ctx) {
+                return lanes;
             }
             std::thread::yield_now();
         }
@@ -483,15 +475,13 @@ impl Mpi {
     }
 
     /// (lane communicator, MPI destination rank) for a message about to be
-    /// put on the lane, which it counts. On every send's path, so it reads
-    /// under the lock instead of taking the `Arc`.
+    /// put on the lane, which it counts.
     fn route(&self, ctx: u32, from: usize, to: usize) -> (Comm, c_int) {
         let (s, (q, d)) = (from % self.threads, self.split(to));
-        self.with_lanes(ctx, |lanes| {
-            let dest = lanes.mpi_rank[q].expect("destination process hosts the context");
-            tally(self.lane_entry(&lanes.sent, s, d, q));
-            (lanes.comms[s * self.threads + d], dest)
-        })
+        let lanes = self.lanes(ctx);
+        let dest = lanes.mpi_rank[q].expect("destination process hosts the context");
+        tally(self.lane_entry(&lanes.sent, s, d, q));
+        (lanes.comms[s * self.threads + d], dest)
     }
 
     /// The entry in `entries` (a lane's counters or flags) of the lane from
@@ -754,9 +744,8 @@ impl Mpi {
         if answer[0] == 0 {
             return Ok(SendOutcome::NotReady);
         }
-        self.with_lanes(env.ctx, |lanes| {
-            tally(self.lane_entry(&lanes.sent, from % self.threads, d, q));
-        });
+        let lanes = self.lanes(env.ctx);
+        tally(self.lane_entry(&lanes.sent, from % self.threads, d, q));
         // SAFETY: the receive is posted for exactly this message (the answer
         // said so); the caller keeps `data` valid.
         unsafe { self.rsend_posted(from, data, (world_dest, id, self.ready), nonblocking) }
@@ -782,15 +771,15 @@ impl Mpi {
         let Some(slot) = board.slot(self.process, s, q, d) else {
             return Ok(None);
         };
-        let taken = self.with_lanes(env.ctx, |lanes| {
-            let sent = self.lane_entry(&lanes.sent, s, d, q)?;
-            let before = sent.load(Relaxed);
-            slot.take(|offer| offer.accepts(env.ctx, env.tag, before, data.len()))
-                .then(|| sent.fetch_add(1, Relaxed))
-        });
-        if taken.is_none() {
+        let lanes = self.lanes(env.ctx);
+        let Some(sent) = self.lane_entry(&lanes.sent, s, d, q) else {
+            return Ok(None);
+        };
+        let before = sent.load(Relaxed);
+        if !slot.take(|offer| offer.accepts(env.ctx, env.tag, before, data.len())) {
             return Ok(None);
         }
+        sent.fetch_add(1, Relaxed);
         let at = (q as c_int, board.tag(s, d), board.comm);
         // SAFETY: taking the offer proved its MPI_Irecv posted, for at least
         // `data.len()` bytes; the caller keeps `data` valid.
