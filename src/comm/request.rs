@@ -29,6 +29,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use bytemuck::Pod;
+use smallvec::SmallVec;
 
 use crate::bsend::BsendSpace;
 use crate::sync::{poll_until, Completion, Peer};
@@ -62,7 +63,9 @@ enum Outstanding {
 /// whole scope.
 pub struct Scope<'s, 'env: 's> {
     comm: &'env Comm,
-    outstanding: RefCell<Vec<Outstanding>>,
+    /// Inline for the usual handful: a scope per message (a ping-pong) would
+    /// otherwise allocate on its first request.
+    outstanding: RefCell<SmallVec<[Outstanding; 4]>>,
     _scope: PhantomData<&'s mut &'s ()>,
 }
 
@@ -128,7 +131,7 @@ impl Comm {
     {
         let scope = Scope {
             comm: self,
-            outstanding: RefCell::new(Vec::new()),
+            outstanding: RefCell::default(),
             _scope: PhantomData,
         };
         let result = catch_unwind(AssertUnwindSafe(|| f(&scope)));
