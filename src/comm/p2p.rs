@@ -505,7 +505,7 @@ impl Comm {
                 },
             });
         };
-        let (group, rank_of) = (self.group.clone(), self.rank_of.clone());
+        let (group, rank_of) = (&self.group, &self.rank_of);
         if pat.source.is_some() {
             // A message claimed from MPI but parked in the mailbox comes first.
             if mpi.parked(me) {

@@ -258,23 +258,72 @@ struct Lanes {
 /// A receive that may match a message from another process.
 struct Pending {
     pat: Pattern,
-    /// World rank of each comm rank (for `ANY_SOURCE`) and the reverse map.
-    group: Arc<[usize]>,
-    rank_of: Arc<HashMap<usize, usize>>,
+    senders: Senders<Arc<HashMap<usize, usize>>>,
     dst: Option<RecvBuf>,
     done: Arc<Completion>,
     /// Also posted in the shared-memory mailbox under this id (`ANY_SOURCE`).
     shm_id: Option<u64>,
     /// Withdrawn for a ready send: the MPI receive posted for it.
     ready: Option<Handle<ffi::MPI_Request>>,
-    /// Comm rank of the ready sender it was withdrawn for.
+    /// Comm rank and world rank of the ready sender it was withdrawn for.
     ready_source: usize,
+    ready_world: usize,
     /// Where that ready send lands instead of `dst` when `dst` cannot take it.
     ready_sink: Option<Vec<u8>>,
     /// Offered to its sender (see [`offers`]): the offer's generation; `ready`
     /// then holds the `MPI_Irecv` posted for it.
     offer: Option<u64>,
     id: u64,
+}
+
+/// Whom a receive takes messages from, in world ranks.
+#[derive(Clone, Copy)]
+enum Senders<M> {
+    /// Its one source.
+    Rank(usize),
+    /// Any member of its communicator: `M` maps each member's world rank to
+    /// its rank in the communicator.
+    Any(M),
+}
+
+impl Senders<Arc<HashMap<usize, usize>>> {
+    /// Of a receive from `pat.source` (a rank of `group`) or any of `group`.
+    fn of(pat: &Pattern, group: &[usize], rank_of: &Arc<HashMap<usize, usize>>) -> Self {
+        match pat.source {
+            Some(r) => Senders::Rank(group[r]),
+            None => Senders::Any(rank_of.clone()),
+        }
+    }
+
+    fn borrow(&self) -> Senders<&HashMap<usize, usize>> {
+        match self {
+            Senders::Rank(w) => Senders::Rank(*w),
+            Senders::Any(m) => Senders::Any(m),
+        }
+    }
+}
+
+impl Senders<&HashMap<usize, usize>> {
+    /// Of a probe from `pat.source` (a rank of `group`) or any of `group`.
+    fn of_probe<'a>(
+        pat: &Pattern,
+        group: &[usize],
+        rank_of: &'a HashMap<usize, usize>,
+    ) -> Senders<&'a HashMap<usize, usize>> {
+        match pat.source {
+            Some(r) => Senders::Rank(group[r]),
+            None => Senders::Any(rank_of),
+        }
+    }
+
+    /// The communicator rank of world rank `world` if it is one of these
+    /// senders (`source` is the receive's own, for a named source).
+    fn rank(&self, world: usize, source: Option<usize>) -> Option<usize> {
+        match self {
+            Senders::Rank(w) => (*w == world).then(|| source.expect("a named source")),
+            Senders::Any(m) => m.get(&world).copied(),
+        }
+    }
 }
 
 /// The receives one thread has registered, in posting order.
@@ -826,8 +875,8 @@ impl Mpi {
         &self,
         me: usize,
         pat: Pattern,
-        group: Arc<[usize]>,
-        rank_of: Arc<HashMap<usize, usize>>,
+        group: &[usize],
+        rank_of: &Arc<HashMap<usize, usize>>,
         dst: RecvBuf,
         done: Arc<Completion>,
         shm_id: Option<u64>,
@@ -837,13 +886,13 @@ impl Mpi {
         let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
         registry.receives.push_back(Pending {
             pat,
-            group,
-            rank_of,
+            senders: Senders::of(&pat, group, rank_of),
             dst: Some(dst),
             done,
             shm_id,
             ready: None,
             ready_source: 0,
+            ready_world: 0,
             ready_sink: None,
             offer: None,
             id,
@@ -1126,7 +1175,7 @@ impl Mpi {
                 return Ok(Settled::Waiting);
             }
         }
-        let (q, s) = self.split(p.group[p.ready_source]);
+        let (q, s) = self.split(p.ready_world);
         let lanes = self.lanes(p.pat.ctx);
         let received = self.lane_entry(&lanes.received, s, t, q);
         let a = match tested {
@@ -1212,7 +1261,7 @@ impl Mpi {
     /// taken the offer: the message is on its way to this receive.
     fn withdraw_offer(&self, t: usize, p: &mut Pending) -> Result<bool> {
         let gen = p.offer.expect("an offered receive");
-        let (q, s) = self.split(p.group[p.ready_source]);
+        let (q, s) = self.split(p.ready_world);
         if !self.offering(q, s, t).withdraw(gen) {
             return Ok(false);
         }
@@ -1246,7 +1295,10 @@ impl Mpi {
             if p.done.is_done() {
                 continue;
             }
-            let from = p.pat.source.map(|r| p.group[r]);
+            let from = match p.senders {
+                Senders::Rank(w) => Some(w),
+                Senders::Any(_) => None,
+            };
             let first = !earlier
                 .iter()
                 .any(|&(ctx, w)| ctx == p.pat.ctx && (w.is_none() || w == from));
@@ -1291,6 +1343,7 @@ impl Mpi {
             )?;
             p.ready = Some(Handle(req));
             p.ready_source = p.pat.source.expect("offered receives name their source");
+            p.ready_world = world;
             p.offer = Some(slot.raise(&offer));
         }
         Ok(())
@@ -1299,7 +1352,7 @@ impl Mpi {
     /// Claims (`MPI_Improbe`) the first message from another process that `p`
     /// accepts, with its envelope; counts it as received on its lane.
     fn claim(&self, t: usize, p: &Pending) -> Result<Option<(Message, Envelope, Arrived)>> {
-        self.probe_lanes(t, &p.pat, &p.group, &p.rank_of, true)
+        self.probe_lanes(t, &p.pat, p.senders.borrow(), true)
             .map(|found| found.map(|(m, env, a)| (m.expect("claimed"), env, a)))
     }
 
@@ -1309,8 +1362,7 @@ impl Mpi {
         &self,
         t: usize,
         pat: &Pattern,
-        group: &[usize],
-        rank_of: &HashMap<usize, usize>,
+        senders: Senders<&HashMap<usize, usize>>,
         claim: bool,
     ) -> Result<Option<(Option<Message>, Envelope, Arrived)>> {
         let lanes = self.lanes(pat.ctx);
@@ -1319,15 +1371,15 @@ impl Mpi {
         let tag = pat.tag.unwrap_or(any_tag);
         // The lanes to probe: (first sending thread, how many, MPI source).
         // No list is built: this runs once per receive per progress pass.
-        let (first, n, src) = match pat.source {
-            Some(r) => {
-                let (q, s) = self.split(group[r]);
+        let (first, n, src) = match senders {
+            Senders::Rank(w) => {
+                let (q, s) = self.split(w);
                 match lanes.mpi_rank[q] {
                     Some(src) if q != self.process => (s, 1, src),
                     _ => return Ok(None),
                 }
             }
-            None => {
+            Senders::Any(_) => {
                 let rot = self.next_pending[t].load(Relaxed) as usize % self.threads;
                 (rot, self.threads, any_source)
             }
@@ -1359,14 +1411,12 @@ impl Mpi {
                     .unwrap_or_else(|e| e.into_inner())
                     .markers
                     .insert((q, m));
-                return self.probe_lanes(t, pat, group, rank_of, claim);
+                return self.probe_lanes(t, pat, senders, claim);
             }
             let a = arrived(&st);
-            let source = pat.source.unwrap_or_else(|| {
-                *rank_of
-                    .get(&(q * self.threads + s))
-                    .expect("a message on a context comes from a member of its communicator")
-            });
+            let source = senders
+                .rank(q * self.threads + s, pat.source)
+                .expect("a message on a context comes from a member of its communicator");
             let env = Envelope {
                 ctx: pat.ctx,
                 source,
@@ -1385,7 +1435,8 @@ impl Mpi {
         group: &[usize],
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<Status>> {
-        let found = self.probe_lanes(me % self.threads, pat, group, rank_of, false)?;
+        let senders = Senders::of_probe(pat, group, rank_of);
+        let found = self.probe_lanes(me % self.threads, pat, senders, false)?;
         Ok(found.map(|(_, env, a)| Status::new(env.source, env.tag, a.bytes)))
     }
 
@@ -1398,7 +1449,8 @@ impl Mpi {
         group: &[usize],
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<(Envelope, Vec<u8>)>> {
-        match self.probe_lanes(me % self.threads, pat, group, rank_of, true)? {
+        let senders = Senders::of_probe(pat, group, rank_of);
+        match self.probe_lanes(me % self.threads, pat, senders, true)? {
             Some((Some(msg), env, a)) => Ok(Some((env, mrecv_vec(msg, a.bytes)?))),
             _ => Ok(None),
         }
@@ -1509,9 +1561,7 @@ impl Mpi {
         let mut candidates = pending.receives.iter_mut().filter(|p| {
             !p.done.is_done()
                 && p.pat.ctx == ctx
-                && p.rank_of
-                    .get(&world)
-                    .is_some_and(|&r| p.pat.source.is_none_or(|x| x == r))
+                && p.senders.borrow().rank(world, p.pat.source).is_some()
                 && p.pat.tag.is_none_or(|g| g == tag)
         });
         // The first receive not spoken for: withdrawn for an earlier ready send,
@@ -1560,7 +1610,8 @@ impl Mpi {
             "MPI_Irecv (ready)",
         )?;
         p.ready = Some(Handle(req));
-        p.ready_source = p.rank_of[&world];
+        p.ready_source = p.senders.borrow().rank(world, p.pat.source).expect("a candidate");
+        p.ready_world = world;
         p.pat.tag = Some(tag);
         Ok(true)
     }
