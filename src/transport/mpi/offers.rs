@@ -153,12 +153,6 @@ impl Slot {
             )
             .is_ok()
     }
-
-    /// Receiver: empties the slot once the message of the taken offer of
-    /// generation `gen` has arrived.
-    fn clear(&self, gen: u64) {
-        self.state.store((gen + 1) << 2 | EMPTY, Ordering::Release);
-    }
 }
 
 /// The receiver's end of one slot: the slot, and the receiver's own record of
@@ -195,8 +189,11 @@ impl Offering<'_> {
     }
 
     /// Frees the slot once the message of the taken offer `gen` has arrived.
+    /// The slot itself is left as it is: `TAKEN` turns every sender away as
+    /// `EMPTY` would, and the next [`raise`](Self::raise) overwrites it. A
+    /// store here would wait for the line the sender took it in, on the path
+    /// from one message to the next.
     pub fn clear(&self, gen: u64) {
-        self.slot.clear(gen);
         self.mine.store((gen + 1) << 1, Ordering::Relaxed);
     }
 
