@@ -1085,6 +1085,23 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
         comm.sendrecv_replace(&mut v, (me + 1) % n, 0, (me + n - 1) % n, 0)?;
     }
     assert_eq!(v, [me as u64; 1000]);
+    // Small messages to another process go out with a blocking eager send
+    // before the receive: every rank still gets its left neighbour's message
+    // of each round, in order, from any source and with any tag.
+    let left = (me + n - 1) % n;
+    for round in 0..3 * n as u64 {
+        let mut got = [u64::MAX; 2];
+        let st = comm.sendrecv(
+            &[me as u64, round],
+            (me + 1) % n,
+            7,
+            &mut got,
+            ANY_SOURCE,
+            ANY_TAG,
+        )?;
+        assert_eq!(got, [left as u64, round]);
+        assert_eq!((st.source, st.tag, st.bytes), (left, 7, 16));
+    }
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use bytemuck::Pod;
 
 use crate::matching::{Envelope, Pattern};
 use crate::sync::{Completion, Peer};
-use crate::transport::mpi::{Mpi, SendMode};
+use crate::transport::mpi::{Mpi, SendMode, EAGER_SAFE};
 use crate::transport::shm::{Body, Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
@@ -222,6 +222,14 @@ impl Comm {
         recv_tag: impl Into<TagMatch>,
     ) -> Result<Status> {
         let pat = self.pattern(self.ctx, source.into(), recv_tag.into())?;
+        let out: &[u8] = bytemuck::cast_slice(send);
+        if out.len() <= EAGER_SAFE && self.peer(dest)?.local.is_none() {
+            // A small message to another process goes out eagerly: the
+            // blocking MPI_Send returns without the receiver, as MPI_Sendrecv's
+            // send half would, and spares the request a nonblocking one needs.
+            self.send_on(self.ctx, out, dest, check_tag(send_tag)?, Mode::Standard)?;
+            return self.recv_on(pat, recv);
+        }
         // The send goes out first, nonblocking, so the receive can take the
         // blocking receive's fast paths; either half may complete first, as in
         // MPI, and neither can deadlock the other.

@@ -1610,7 +1610,11 @@ impl Mpi {
             "MPI_Irecv (ready)",
         )?;
         p.ready = Some(Handle(req));
-        p.ready_source = p.senders.borrow().rank(world, p.pat.source).expect("a candidate");
+        p.ready_source = p
+            .senders
+            .borrow()
+            .rank(world, p.pat.source)
+            .expect("a candidate");
         p.ready_world = world;
         p.pat.tag = Some(tag);
         Ok(true)
