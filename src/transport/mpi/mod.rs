@@ -265,8 +265,7 @@ struct Pending {
     shm_id: Option<u64>,
     /// Withdrawn for a ready send: the MPI receive posted for it.
     ready: Option<Handle<ffi::MPI_Request>>,
-    /// Comm rank and world rank of the ready sender it was withdrawn for.
-    ready_source: usize,
+    /// World rank of the ready sender it was withdrawn for or offered to.
     ready_world: usize,
     /// Where that ready send lands instead of `dst` when `dst` cannot take it.
     ready_sink: Option<Vec<u8>>,
@@ -276,51 +275,42 @@ struct Pending {
     id: u64,
 }
 
-/// Whom a receive takes messages from, in world ranks.
-#[derive(Clone, Copy)]
+/// Whom a receive or probe takes messages from.
 enum Senders<M> {
-    /// Its one source.
-    Rank(usize),
+    /// Its one source: its rank in the communicator, and its world rank.
+    Rank { rank: usize, world: usize },
     /// Any member of its communicator: `M` maps each member's world rank to
     /// its rank in the communicator.
     Any(M),
 }
 
-impl Senders<Arc<HashMap<usize, usize>>> {
-    /// Of a receive from `pat.source` (a rank of `group`) or any of `group`.
-    fn of(pat: &Pattern, group: &[usize], rank_of: &Arc<HashMap<usize, usize>>) -> Self {
+impl<M> Senders<M> {
+    /// Of `pat`'s source (a rank of `group`), or of any member: `any()`.
+    fn of(pat: &Pattern, group: &[usize], any: impl FnOnce() -> M) -> Self {
         match pat.source {
-            Some(r) => Senders::Rank(group[r]),
-            None => Senders::Any(rank_of.clone()),
+            Some(rank) => Senders::Rank {
+                rank,
+                world: group[rank],
+            },
+            None => Senders::Any(any()),
         }
     }
+}
 
+impl Senders<Arc<HashMap<usize, usize>>> {
     fn borrow(&self) -> Senders<&HashMap<usize, usize>> {
-        match self {
-            Senders::Rank(w) => Senders::Rank(*w),
-            Senders::Any(m) => Senders::Any(m),
+        match *self {
+            Senders::Rank { rank, world } => Senders::Rank { rank, world },
+            Senders::Any(ref m) => Senders::Any(m),
         }
     }
 }
 
 impl Senders<&HashMap<usize, usize>> {
-    /// Of a probe from `pat.source` (a rank of `group`) or any of `group`.
-    fn of_probe<'a>(
-        pat: &Pattern,
-        group: &[usize],
-        rank_of: &'a HashMap<usize, usize>,
-    ) -> Senders<&'a HashMap<usize, usize>> {
-        match pat.source {
-            Some(r) => Senders::Rank(group[r]),
-            None => Senders::Any(rank_of),
-        }
-    }
-
-    /// The communicator rank of world rank `world` if it is one of these
-    /// senders (`source` is the receive's own, for a named source).
-    fn rank(&self, world: usize, source: Option<usize>) -> Option<usize> {
-        match self {
-            Senders::Rank(w) => (*w == world).then(|| source.expect("a named source")),
+    /// The communicator rank of world rank `world`, if it is one of these.
+    fn rank(&self, world: usize) -> Option<usize> {
+        match *self {
+            Senders::Rank { rank, world: w } => (w == world).then_some(rank),
             Senders::Any(m) => m.get(&world).copied(),
         }
     }
@@ -886,12 +876,11 @@ impl Mpi {
         let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
         registry.receives.push_back(Pending {
             pat,
-            senders: Senders::of(&pat, group, rank_of),
+            senders: Senders::of(&pat, group, || rank_of.clone()),
             dst: Some(dst),
             done,
             shm_id,
             ready: None,
-            ready_source: 0,
             ready_world: 0,
             ready_sink: None,
             offer: None,
@@ -1210,7 +1199,11 @@ impl Mpi {
         }
         let env = Envelope {
             ctx: p.pat.ctx,
-            source: p.ready_source,
+            source: p
+                .senders
+                .borrow()
+                .rank(p.ready_world)
+                .expect("the ready sender is one of the receive's"),
             tag: a.tag_of(&p.pat),
         };
         Ok(Settled::Done(match (p.ready_sink.take(), p.dst.take()) {
@@ -1296,7 +1289,7 @@ impl Mpi {
                 continue;
             }
             let from = match p.senders {
-                Senders::Rank(w) => Some(w),
+                Senders::Rank { world, .. } => Some(world),
                 Senders::Any(_) => None,
             };
             let first = !earlier
@@ -1342,7 +1335,6 @@ impl Mpi {
                 "MPI_Irecv (offer)",
             )?;
             p.ready = Some(Handle(req));
-            p.ready_source = p.pat.source.expect("offered receives name their source");
             p.ready_world = world;
             p.offer = Some(slot.raise(&offer));
         }
@@ -1372,8 +1364,8 @@ impl Mpi {
         // The lanes to probe: (first sending thread, how many, MPI source).
         // No list is built: this runs once per receive per progress pass.
         let (first, n, src) = match senders {
-            Senders::Rank(w) => {
-                let (q, s) = self.split(w);
+            Senders::Rank { world, .. } => {
+                let (q, s) = self.split(world);
                 match lanes.mpi_rank[q] {
                     Some(src) if q != self.process => (s, 1, src),
                     _ => return Ok(None),
@@ -1415,7 +1407,7 @@ impl Mpi {
             }
             let a = arrived(&st);
             let source = senders
-                .rank(q * self.threads + s, pat.source)
+                .rank(q * self.threads + s)
                 .expect("a message on a context comes from a member of its communicator");
             let env = Envelope {
                 ctx: pat.ctx,
@@ -1435,7 +1427,7 @@ impl Mpi {
         group: &[usize],
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<Status>> {
-        let senders = Senders::of_probe(pat, group, rank_of);
+        let senders = Senders::of(pat, group, || rank_of);
         let found = self.probe_lanes(me % self.threads, pat, senders, false)?;
         Ok(found.map(|(_, env, a)| Status::new(env.source, env.tag, a.bytes)))
     }
@@ -1449,7 +1441,7 @@ impl Mpi {
         group: &[usize],
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<(Envelope, Vec<u8>)>> {
-        let senders = Senders::of_probe(pat, group, rank_of);
+        let senders = Senders::of(pat, group, || rank_of);
         match self.probe_lanes(me % self.threads, pat, senders, true)? {
             Some((Some(msg), env, a)) => Ok(Some((env, mrecv_vec(msg, a.bytes)?))),
             _ => Ok(None),
@@ -1561,7 +1553,7 @@ impl Mpi {
         let mut candidates = pending.receives.iter_mut().filter(|p| {
             !p.done.is_done()
                 && p.pat.ctx == ctx
-                && p.senders.borrow().rank(world, p.pat.source).is_some()
+                && p.senders.borrow().rank(world).is_some()
                 && p.pat.tag.is_none_or(|g| g == tag)
         });
         // The first receive not spoken for: withdrawn for an earlier ready send,
@@ -1610,11 +1602,6 @@ impl Mpi {
             "MPI_Irecv (ready)",
         )?;
         p.ready = Some(Handle(req));
-        p.ready_source = p
-            .senders
-            .borrow()
-            .rank(world, p.pat.source)
-            .expect("a candidate");
         p.ready_world = world;
         p.pat.tag = Some(tag);
         Ok(true)

@@ -53,8 +53,9 @@ const STATE: u64 = 3;
 
 /// One receive offered to one sender; lives in the sender's segment of the
 /// node-shared window, written by the receiver. All fields are atomics because
-/// two processes reach them: the receiver writes them while the slot is empty,
-/// and a sender trusts what it read only if its swap of `state` succeeds.
+/// two processes reach them: the receiver writes them while no offer of its is
+/// raised there, and a sender trusts what it read only if its swap of `state`
+/// succeeds.
 #[repr(C, align(64))]
 pub(super) struct Slot {
     /// Generation × 4 + `EMPTY`, `OFFERED` or `TAKEN`.
