@@ -74,6 +74,10 @@ const CASES: &[(&str, Case)] = &[
         "receives_match_in_posting_order",
         receives_match_in_posting_order,
     ),
+    (
+        "lane_posted_receives_keep_courier_semantics",
+        lane_posted_receives_keep_courier_semantics,
+    ),
 ];
 
 /// Layouts: (processes, threads per process).
@@ -637,6 +641,86 @@ fn receives_match_in_posting_order(comm: &Comm) -> courier::Result<()> {
             })?;
             assert_eq!((first, second), ([round], [round + 1000]), "round {round}");
         }
+    }
+    Ok(())
+}
+
+/// Nonblocking receives from one remote rank with an exact tag are posted on
+/// their lane at the MPI level, where MPI matches them; everything courier
+/// promises must still hold:
+/// * a receive posted after an `ANY_TAG` one from the same rank does not take
+///   the message the earlier one should (posting order);
+/// * a window larger than the lane-posted limit receives in order;
+/// * a message too long for the buffer is reported with its size, and the
+///   buffer is untouched, also at rendezvous size;
+/// * an unmatched receive cancels; one whose message arrived first does not,
+///   and still delivers it.
+fn lane_posted_receives_keep_courier_semantics(comm: &Comm) -> courier::Result<()> {
+    const WINDOW: u64 = 100; // more than a thread keeps posted on lanes (64)
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        comm.recv::<u8>(&mut [], last, 9)?; // both receives are posted
+        comm.send(&[1u64], last, 1)?;
+        comm.send(&[2u64], last, 1)?;
+        comm.recv::<u8>(&mut [], last, 9)?; // the window is posted
+        for i in 0..WINDOW {
+            comm.send(&[i], last, 2)?;
+        }
+        comm.send(&[3u64; 8], last, 3)?;
+        comm.send(&[4u64; 2048], last, 3)?;
+        comm.send(&[5u64], last, 4)?;
+        comm.send::<u8>(&[], last, 9)?; // the tag-4 message went first
+    } else if comm.rank() == last {
+        let (mut any, mut one) = ([0u64], [0u64]);
+        comm.scope(|s| {
+            let r_any = s.irecv(&mut any, 0, ANY_TAG)?;
+            let r_one = s.irecv(&mut one, 0, 1)?;
+            comm.send::<u8>(&[], 0, 9)?;
+            // The later one first: had it been matched ahead of the earlier
+            // one, it would hold the first message.
+            r_one.wait()?;
+            r_any.wait().map(drop)
+        })?;
+        assert_eq!((any, one), ([1], [2]), "matched out of posting order");
+
+        let mut window = vec![[u64::MAX]; WINDOW as usize];
+        comm.scope(|s| {
+            let mut reqs = Vec::new();
+            for b in window.iter_mut() {
+                reqs.push(s.irecv(b, 0, 2)?);
+            }
+            comm.send::<u8>(&[], 0, 9)?;
+            for r in reqs.into_iter().rev() {
+                r.wait()?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        let got: Vec<u64> = window.iter().map(|b| b[0]).collect();
+        assert_eq!(got, (0..WINDOW).collect::<Vec<_>>(), "window out of order");
+
+        for expect in [64, 16384] {
+            let mut small = [0u64; 2];
+            let outcome = comm.scope(|s| s.irecv(&mut small, 0, 3)?.wait());
+            match outcome {
+                Err(Error::Truncated { message, buffer }) => {
+                    assert_eq!((message, buffer), (expect, 16))
+                }
+                other => panic!("expected truncation, got {other:?}"),
+            }
+            assert_eq!(small, [0; 2], "a truncated receive wrote the buffer");
+        }
+
+        let (mut never, mut early) = ([0u64], [0u64]);
+        comm.scope(|s| {
+            let mut r = s.irecv(&mut never, 0, 77)?;
+            assert!(r.cancel()?, "an unmatched receive was not cancelled");
+            let mut r = s.irecv(&mut early, 0, 4)?;
+            comm.recv::<u8>(&mut [], 0, 9)?; // its message has arrived
+            assert!(!r.cancel()?, "a matched receive was cancelled");
+            assert_eq!(r.wait()?.tag, 4);
+            Ok::<_, Error>(())
+        })?;
+        assert_eq!((never, early), ([0], [5]));
     }
     Ok(())
 }
