@@ -656,7 +656,7 @@ fn receives_match_in_posting_order(comm: &Comm) -> courier::Result<()> {
 /// * an unmatched receive cancels; one whose message arrived first does not,
 ///   and still delivers it.
 fn lane_posted_receives_keep_courier_semantics(comm: &Comm) -> courier::Result<()> {
-    const WINDOW: u64 = 100; // more than a thread keeps posted on lanes (64)
+    const WINDOW: u64 = 100; // more than a thread keeps posted on lanes (16)
     let last = comm.size() - 1;
     if comm.rank() == 0 {
         comm.recv::<u8>(&mut [], last, 9)?; // both receives are posted
