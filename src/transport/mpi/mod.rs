@@ -94,22 +94,30 @@ unsafe impl<T> Sync for Handle<T> {}
 type Comm = Handle<ffi::MPI_Comm>;
 
 /// Turns an MPI return code into a courier error carrying MPI's error string.
+#[inline]
 fn check(code: c_int, call: &'static str) -> Result<()> {
     if code == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(mpi_error(code, call))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn mpi_error(code: c_int, call: &'static str) -> Error {
     let mut buf = vec![0u8; 512];
     let mut len: c_int = 0;
     // SAFETY: buf holds MPI_MAX_ERROR_STRING (256 in Open MPI and MPICH) bytes.
     unsafe { ffi::MPI_Error_string(code, buf.as_mut_ptr().cast(), &mut len) };
     buf.truncate(len.max(0) as usize);
-    Err(Error::Mpi {
+    Error::Mpi {
         call,
         code,
         message: String::from_utf8_lossy(&buf)
             .trim_end_matches('\0')
             .to_string(),
-    })
+    }
 }
 
 fn count(len: usize) -> Result<c_int> {
@@ -932,8 +940,10 @@ impl Mpi {
         shm_id: Option<u64>,
     ) -> u64 {
         let t = me % self.threads;
-        let id = self.next_pending[t].fetch_add(1, Relaxed);
         let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        // Written only under the registry lock: no read-modify-write needed.
+        let id = self.next_pending[t].load(Relaxed);
+        self.next_pending[t].store(id + 1, Relaxed);
         registry.receives.push_back(Pending {
             pat,
             senders: Senders::of(&pat, group, || rank_of.clone()),
@@ -1115,6 +1125,12 @@ impl Mpi {
         let t = me % self.threads;
         let Registry { receives, pool, .. } = &mut *pending;
         let p = &mut receives[i];
+        if p.done.is_done() {
+            // Filled already (a lane receive that a ready-send query found
+            // holding its message): not cancelled.
+            take(receives, i);
+            return Ok(false);
+        }
         if let Some(lane) = p.lane.as_mut() {
             if let Some(bytes) = lane.withdraw()? {
                 // Matched before the cancel: it completes with its message.
