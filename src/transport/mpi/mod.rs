@@ -1134,8 +1134,7 @@ impl Mpi {
         if let Some(lane) = p.lane.as_mut() {
             if let Some(bytes) = lane.withdraw()? {
                 // Matched before the cancel: it completes with its message.
-                let (outcome, lane) = self.lane_arrived(t, p, bytes);
-                pool.finish(lane, bytes);
+                let outcome = self.lane_arrived(t, p, pool, bytes);
                 take(receives, i).done.complete(outcome);
                 return Ok(false);
             }
@@ -1198,8 +1197,7 @@ impl Mpi {
                     i += 1;
                     continue;
                 };
-                let (outcome, lane) = self.lane_arrived(t, &mut pending[i], bytes);
-                pool.finish(lane, bytes);
+                let outcome = self.lane_arrived(t, &mut pending[i], pool, bytes);
                 take(pending, i).done.complete(outcome);
                 completed = true;
                 continue;
@@ -1337,28 +1335,26 @@ impl Mpi {
         let Some(i) = registry.receives.iter().position(|p| p.id == id) else {
             return Ok(None);
         };
-        let p = &mut registry.receives[i];
-        if let Some(lane) = p.lane.as_mut() {
-            let Some(bytes) = lane.test()? else {
-                return Ok(Some(false));
-            };
-            let (outcome, lane) = self.lane_arrived(t, p, bytes);
-            registry.pool.finish(lane, bytes);
-            take(&mut registry.receives, i).done.complete(outcome);
-            self.refresh_offers(t, &mut registry)?;
-            return Ok(Some(true));
-        }
-        if p.ready.is_none() {
-            return Ok(None);
-        }
-        match self.settle_ready(t, &mut registry.receives[i], true)? {
-            Settled::Done(outcome) => {
-                take(&mut registry.receives, i).done.complete(outcome);
-                self.refresh_offers(t, &mut registry)?;
-                Ok(Some(true))
+        let outcome = {
+            let Registry { receives, pool, .. } = &mut *registry;
+            let p = &mut receives[i];
+            if let Some(lane) = p.lane.as_mut() {
+                let Some(bytes) = lane.test()? else {
+                    return Ok(Some(false));
+                };
+                self.lane_arrived(t, p, pool, bytes)
+            } else if p.ready.is_some() {
+                let Settled::Done(outcome) = self.settle_ready(t, p, true)? else {
+                    return Ok(Some(false));
+                };
+                outcome
+            } else {
+                return Ok(None);
             }
-            _ => Ok(Some(false)),
-        }
+        };
+        take(&mut registry.receives, i).done.complete(outcome);
+        self.refresh_offers(t, &mut registry)?;
+        Ok(Some(true))
     }
 
     /// Where thread `t` offers receives to thread `s` of process `q`.
@@ -1437,24 +1433,18 @@ impl Mpi {
                 .as_ref()
                 .expect("waiting receives hold a buffer")
                 .raw();
-            // SAFETY: zeroed handle out-parameter; the buffer holds `offer.cap`
-            // bytes and stays lent to this receive until its completion, which
-            // waits for this request (or its cancel).
-            let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
-            check(
-                unsafe {
-                    ffi::MPI_Irecv(
-                        ptr.cast(),
-                        offer.cap as c_int,
-                        byte(),
-                        q as c_int,
-                        board.tag(s, t),
-                        board.comm.0,
-                        &mut req,
-                    )
-                },
-                "MPI_Irecv (offer)",
-            )?;
+            let (src, tag) = (q as c_int, board.tag(s, t));
+            // SAFETY: the buffer holds `offer.cap` bytes and stays lent to this
+            // receive until its completion, which waits for this request (or
+            // its cancel).
+            let req = unsafe {
+                irecv(
+                    ptr,
+                    offer.cap as c_int,
+                    (src, tag, board.comm.0),
+                    "MPI_Irecv (offer)",
+                )?
+            };
             p.ready = Some(Handle(req));
             p.ready_world = world;
             p.offer = Some(slot.raise(&offer));
@@ -1523,9 +1513,15 @@ impl Mpi {
     }
 
     /// Completes the bookkeeping of `p`'s lane receive, which took a message
-    /// of `bytes`: counts it as received on its lane and copies it into `p`'s
-    /// buffer. The receive's outcome, and the ended lane receive.
-    fn lane_arrived(&self, t: usize, p: &mut Pending, bytes: usize) -> (Result<Status>, LaneRecv) {
+    /// of `bytes`: counts it as received on its lane, copies it into `p`'s
+    /// buffer and gives the region back to `pool`. The receive's outcome.
+    fn lane_arrived(
+        &self,
+        t: usize,
+        p: &mut Pending,
+        pool: &mut LanePool,
+        bytes: usize,
+    ) -> Result<Status> {
         let lane = p.lane.take().expect("a lane-posted receive");
         let Senders::Rank { rank, world } = p.senders else {
             unreachable!("a lane-posted receive names its source");
@@ -1538,7 +1534,9 @@ impl Mpi {
             tag: p.pat.tag.expect("a lane-posted receive has an exact tag"),
         };
         let dst = p.dst.take().expect("a waiting receive holds its buffer");
-        (dst.fill(lane.received(bytes), &env), lane)
+        let outcome = dst.fill(lane.received(bytes), &env);
+        pool.finish(lane, bytes);
+        outcome
     }
 
     /// Claims (`MPI_Improbe`) the first message from another process that `p`
@@ -1769,8 +1767,7 @@ impl Mpi {
                 // has) and MPI matched it to a posted receive: no probe below
                 // can find one, and later lane-posted receives keep their order.
                 if let Some(bytes) = lane.withdraw()? {
-                    let (outcome, lane) = self.lane_arrived(t, p, bytes);
-                    pool.finish(lane, bytes);
+                    let outcome = self.lane_arrived(t, p, pool, bytes);
                     p.done.complete(outcome); // filled: try the next one
                     continue;
                 }
@@ -1797,24 +1794,17 @@ impl Mpi {
             let sink = p.ready_sink.insert(vec![0; len]);
             ptr = sink.as_mut_ptr();
         }
-        // SAFETY: zeroed handle out-parameter; the buffer (or sink, which has
-        // room for the whole message) stays lent to this receive until its
-        // completion (which `progress` sets after MPI_Test).
-        let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
-        check(
-            unsafe {
-                ffi::MPI_Irecv(
-                    ptr.cast(),
-                    count(len)?,
-                    byte(),
-                    q as c_int,
-                    id,
-                    self.ready.0,
-                    &mut req,
-                )
-            },
-            "MPI_Irecv (ready)",
-        )?;
+        // SAFETY: the buffer (or sink, which has room for the whole message)
+        // stays lent to this receive until its completion (which `progress`
+        // sets after MPI_Test).
+        let req = unsafe {
+            irecv(
+                ptr,
+                count(len)?,
+                (q as c_int, id, self.ready.0),
+                "MPI_Irecv (ready)",
+            )?
+        };
         p.ready = Some(Handle(req));
         p.ready_world = world;
         p.pat.tag = Some(tag);
@@ -2045,20 +2035,7 @@ impl LaneRecv {
         // SAFETY: the region has room for BYTES bytes; its heap buffer does not
         // move when the guard does, and the guard does not give it up before
         // the request has completed or been withdrawn (`finish`, `Drop`).
-        check(
-            unsafe {
-                ffi::MPI_Irecv(
-                    buf.cast(),
-                    Scratch::BYTES as c_int,
-                    byte(),
-                    src,
-                    tag,
-                    lane,
-                    &mut recv.req.0,
-                )
-            },
-            "MPI_Irecv",
-        )?;
+        recv.req.0 = unsafe { irecv(buf, Scratch::BYTES as c_int, (src, tag, lane), "MPI_Irecv")? };
         Ok(recv)
     }
 
@@ -2096,6 +2073,26 @@ impl LaneRecv {
         region.release_if_large(bytes);
         region
     }
+}
+
+/// `MPI_Irecv` of up to `count` bytes into `buf`, from `(source, tag, comm)`.
+///
+/// # Safety
+/// `buf..buf + count` must stay valid for writes, and untouched by anyone
+/// else, until the request has completed or been cancelled.
+unsafe fn irecv(
+    buf: *mut u8,
+    count: c_int,
+    (source, tag, comm): (c_int, c_int, ffi::MPI_Comm),
+    call: &'static str,
+) -> Result<ffi::MPI_Request> {
+    // SAFETY: zeroed handle out-parameter; the caller keeps the buffer valid.
+    let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
+    check(
+        unsafe { ffi::MPI_Irecv(buf.cast(), count, byte(), source, tag, comm, &mut req) },
+        call,
+    )?;
+    Ok(req)
 }
 
 /// Cancels a posted receive (`MPI_Cancel`, then `MPI_Wait`): `None` if it was
