@@ -1,20 +1,11 @@
-//! Fastboxes: a ring of [`CELLS`] cache lines per (receiver, sender) pair for
-//! tiny messages.
+//! Fastboxes: one cache line per (receiver, sender) pair for tiny messages.
 //!
-//! A standard send of at most [`FASTBOX_BYTES`] claims the next cell of its
-//! pair's ring if it is empty, writes envelope and payload, and publishes it with
-//! one release store: the only cache line that moves between the two cores is
-//! that cell. Whoever next holds the receiver's mailbox lock drains the ring,
-//! oldest first, into the matching engine (see `Shm::inbox`), so fastbox messages
-//! are matched in the same order as all others. All fields are atomics: no unsafe
-//! code.
-//!
-//! One cell per pair served a ping-pong as well, but a stream of tiny messages
-//! then took the receiver's mailbox lock from the second message on, and the lock
-//! moved between the two cores with every message: a window of 64 8-byte sends
-//! (`courier bench p2p --tests bw`) took 0.25 µs per message, 0.45–0.6x Open
-//! MPI's. With 16 cells it took 0.14–0.18 µs (0.8–1.06x Open MPI's); 64 cells
-//! measured the same as 16, 8 a little slower.
+//! A standard send of at most [`FASTBOX_BYTES`] claims its pair's slot if it is
+//! empty, writes envelope and payload, and publishes it with one release store: the
+//! only cache line that moves between the two cores is the slot itself. Whoever
+//! next holds the receiver's mailbox lock drains the slot into the matching engine
+//! (see `Shm::inbox`), so fastbox messages are matched in the same order as all
+//! others. All fields are atomics: no unsafe code.
 //!
 //! A tiny *synchronous* send goes the same way, flagged, and then waits for its
 //! pair's match counter to move: whoever matches the message (the receiver taking
@@ -35,103 +26,30 @@ use crate::matching::Envelope;
 pub(crate) const FASTBOX_BYTES: usize = 40;
 const WORDS: usize = FASTBOX_BYTES / 8;
 
-/// Cells in each pair's ring: this many tiny messages can wait for their
-/// receiver before the next one takes the mailbox lock.
-pub(crate) const CELLS: usize = 16;
+const EMPTY: u32 = 0;
+const WRITING: u32 = 1;
+const FULL: u32 = 2;
+/// The receiver has claimed the message and is deciding whether to take it
+/// directly (see [`Fastboxes::claim`]); a drain waits for it to decide.
+const TAKING: u32 = 3;
 
-const EMPTY: u64 = 0;
-const WRITING: u64 = 1;
-const FULL: u64 = 2;
-/// A consumer has claimed the message: the receiver deciding whether to take
-/// it directly (see [`Fastboxes::claim`]), or a drain copying it out; others
-/// wait for it to decide.
-const TAKING: u64 = 3;
-const STATE: u64 = 3;
-
-/// Flag in a cell's `len`: the message is a synchronous send's.
+/// Flag in a slot's `len`: the message is a synchronous send's.
 const SYNC: u32 = 1 << 31;
 
-/// One cell: state, length, envelope, payload — 64 bytes.
-///
-/// `state` is the position in the pair's stream of messages that the cell
-/// holds (or is next free for) × 4 + `EMPTY`, `WRITING`, `FULL` or `TAKING`:
-/// a sender or consumer that read a position a lap ago fails its
-/// compare-and-swap instead of acting on a newer message.
+/// One slot: state, length, envelope, payload — 64 bytes.
 #[derive(Debug, Default)]
-#[repr(C, align(64))]
-struct Cell {
-    state: AtomicU64,
+struct Slot {
+    state: AtomicU32,
     len: AtomicU32,
-    source: AtomicU32,
     ctx_tag: AtomicU64,
+    source: AtomicU64,
     data: [AtomicU64; WORDS],
 }
 
-/// One (receiver, sender) pair's ring of cells. `tail` is the next position a
-/// sender fills (the sending rank's threads share it); `head` the next a
-/// consumer takes (the receiver, or whoever holds its mailbox lock).
-#[derive(Debug)]
-struct Ring {
-    tail: CachePadded<AtomicU64>,
-    head: CachePadded<AtomicU64>,
-    cells: [Cell; CELLS],
-}
-
-impl Default for Ring {
-    fn default() -> Self {
-        Ring {
-            tail: CachePadded::default(),
-            head: CachePadded::default(),
-            cells: std::array::from_fn(|i| Cell {
-                state: AtomicU64::new(at(i as u64, EMPTY)),
-                ..Cell::default()
-            }),
-        }
-    }
-}
-
-/// A cell's state word: position `pos`, state `st`.
-fn at(pos: u64, st: u64) -> u64 {
-    pos << 2 | st
-}
-
-impl Ring {
-    fn cell(&self, pos: u64) -> &Cell {
-        &self.cells[pos as usize % CELLS]
-    }
-
-    /// Claims the oldest message (`FULL` → `TAKING`); `Err` with the state
-    /// found when there is none to claim now.
-    fn claim_head(&self) -> Result<(u64, &Cell), u64> {
-        let head = self.head.load(Acquire);
-        let cell = self.cell(head);
-        let full = at(head, FULL);
-        let found = cell.state.load(Acquire);
-        if found != full {
-            return Err(found);
-        }
-        cell.state
-            .compare_exchange(full, at(head, TAKING), Acquire, Acquire)
-            .map(|_| (head, cell))
-    }
-
-    /// Empties the claimed cell at `pos`: its message was taken.
-    fn release(&self, pos: u64) {
-        // Head first: a consumer that sees the cell empty reads the new head.
-        self.head.store(pos + 1, Release);
-        self.cell(pos)
-            .state
-            .store(at(pos + CELLS as u64, EMPTY), Release);
-    }
-}
-
-/// A message taken out of a cell.
+/// A message taken out of a slot.
 pub(crate) struct Taken {
     pub env: Envelope,
     pub from: usize,
-    /// Its ring, and its position in the pair's stream.
-    ring: usize,
-    pos: u64,
     /// A synchronous send's: whoever matches it calls [`Fastboxes::matched`]
     /// (or drops the [`SyncMatch`] queued with it).
     pub sync: bool,
@@ -178,11 +96,11 @@ impl Drop for SyncMatch {
     }
 }
 
-/// The rings of a job: `rings[to * ranks + from]`.
+/// The slots of a job: `slots[to * ranks + from]`.
 #[derive(Debug)]
 pub(crate) struct Fastboxes {
     ranks: usize,
-    rings: Box<[Ring]>,
+    slots: Box<[CachePadded<Slot>]>,
     sync: Arc<[CachePadded<SyncPair>]>,
 }
 
@@ -190,7 +108,9 @@ impl Fastboxes {
     pub fn new(ranks: usize) -> Self {
         Fastboxes {
             ranks,
-            rings: (0..ranks * ranks).map(|_| Ring::default()).collect(),
+            slots: (0..ranks * ranks)
+                .map(|_| CachePadded::new(Slot::default()))
+                .collect(),
             sync: (0..ranks * ranks).map(|_| CachePadded::default()).collect(),
         }
     }
@@ -255,22 +175,18 @@ impl Fastboxes {
         if bytes.len() > FASTBOX_BYTES {
             return false;
         }
-        let ring = &self.rings[to * self.ranks + from];
-        let pos = ring.tail.load(Relaxed);
-        let cell = ring.cell(pos);
-        // Fails when the cell still holds the message of a lap ago (the ring is
-        // full), or another thread of the same rank took this position first.
-        if cell
+        let slot = &self.slots[to * self.ranks + from];
+        // The CAS also excludes other threads of the same rank sending at once.
+        if slot
             .state
-            .compare_exchange(at(pos, EMPTY), at(pos, WRITING), Acquire, Relaxed)
+            .compare_exchange(EMPTY, WRITING, Acquire, Relaxed)
             .is_err()
         {
             return false;
         }
-        ring.tail.store(pos + 1, Relaxed);
         // Only the words the message covers (the reader reads no more).
         let mut chunks = bytes.chunks_exact(8);
-        for (w, chunk) in cell.data.iter().zip(&mut chunks) {
+        for (w, chunk) in slot.data.iter().zip(&mut chunks) {
             w.store(
                 u64::from_ne_bytes(chunk.try_into().expect("8 bytes")),
                 Relaxed,
@@ -280,116 +196,113 @@ impl Fastboxes {
         if !tail.is_empty() {
             let mut word = [0u8; 8];
             word[..tail.len()].copy_from_slice(tail);
-            cell.data[bytes.len() / 8].store(u64::from_ne_bytes(word), Relaxed);
+            slot.data[bytes.len() / 8].store(u64::from_ne_bytes(word), Relaxed);
         }
-        cell.len.store(bytes.len() as u32 | flags, Relaxed);
-        cell.ctx_tag.store(
+        slot.len.store(bytes.len() as u32 | flags, Relaxed);
+        slot.ctx_tag.store(
             (u64::from(env.ctx) << 32) | u64::from(env.tag as u32),
             Relaxed,
         );
-        cell.source.store(env.source as u32, Relaxed);
-        cell.state.store(at(pos, FULL), Release);
+        slot.source.store(env.source as u64, Relaxed);
+        slot.state.store(FULL, Release);
         true
     }
 
-    /// Whether any ring addressed to `to` holds a message (cheap: plain loads).
+    /// Whether any slot addressed to `to` holds a message (cheap: plain loads).
     pub fn any_full(&self, to: usize) -> bool {
-        self.row(to).any(|(_, r)| {
-            let head = r.head.load(Relaxed);
-            r.cell(head).state.load(Relaxed) == at(head, FULL)
-        })
+        self.row(to).iter().any(|s| s.state.load(Relaxed) == FULL)
     }
 
-    /// Takes every message addressed to `to`, each ring in order. The caller
-    /// must hold `to`'s mailbox lock: that makes it the only consumer besides
-    /// `to` itself, whose claim (a few instructions, never blocking) it waits
-    /// out, as it waits out a sender still writing the oldest cell, so a
-    /// message that stays in a ring is never older than one queued.
+    /// Takes every message addressed to `to`. The caller must hold `to`'s mailbox
+    /// lock: that makes it the only consumer besides `to` itself, whose claim
+    /// (a few instructions, never blocking) it waits out, so a claimed message
+    /// that goes back is still queued before anything its sender sends later.
     pub fn drain(&self, to: usize, mut take: impl FnMut(Taken)) {
-        for (from, (index, ring)) in self.row(to).enumerate() {
+        for (from, slot) in self.row(to).iter().enumerate() {
+            // A plain load first: a failed compare-exchange on an empty slot
+            // costs as much as a successful one, on every slot of the row.
+            if slot.state.load(Relaxed) == EMPTY {
+                continue;
+            }
             let mut waits = 0u32;
-            loop {
-                match ring.claim_head() {
-                    Ok((pos, cell)) => {
-                        // Taken (queued) before the cell empties: a receiver
-                        // that later claims this sender's next message then
-                        // sees it queued.
-                        take(Self::read(cell, from, index, pos));
-                        ring.release(pos);
-                    }
-                    Err(found) if found & STATE == WRITING || found & STATE == TAKING => {
+            let claimed = loop {
+                match slot.state.compare_exchange(FULL, TAKING, Acquire, Acquire) {
+                    Ok(_) => break true,
+                    Err(TAKING) => {
                         waits += 1;
                         if waits % 64 == 0 {
-                            // The writer or claimer may be descheduled.
-                            std::thread::yield_now();
+                            std::thread::yield_now(); // the claimer may be descheduled
                         } else {
                             std::hint::spin_loop();
                         }
                     }
-                    // Empty at the head position, or the head moved meanwhile
-                    // (the receiver took that message): look again only in
-                    // the second case.
-                    Err(found) if found >> 2 != ring.head.load(Acquire) => {}
-                    Err(_) => break,
+                    Err(_) => break false, // empty, or its sender is still writing
                 }
+            };
+            if !claimed {
+                continue;
             }
+            // Taken (queued) before the slot empties: a receiver that later
+            // claims this sender's next message then sees it queued.
+            take(Self::read(slot, from));
+            slot.state.store(EMPTY, Release);
         }
     }
 
-    /// The receiver `to` claims the oldest message from `from`, if there is
-    /// one: until it calls [`release`](Self::release) (taken) or
-    /// [`unclaim`](Self::unclaim) (left for the mailbox), nobody else touches
-    /// that ring's messages.
+    /// The receiver `to` claims the message from `from`, if there is one: until
+    /// it calls [`release`](Self::release) (taken) or [`unclaim`](Self::unclaim)
+    /// (left for the mailbox), nobody else touches the slot.
     pub fn claim(&self, from: usize, to: usize) -> Option<Taken> {
-        let index = to * self.ranks + from;
-        let (pos, cell) = self.rings[index].claim_head().ok()?;
-        Some(Self::read(cell, from, index, pos))
+        let slot = &self.slots[to * self.ranks + from];
+        if slot.state.load(Relaxed) != FULL
+            || slot
+                .state
+                .compare_exchange(FULL, TAKING, Acquire, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        Some(Self::read(slot, from))
     }
 
-    /// Empties a claimed cell: its message was taken.
-    pub fn release(&self, taken: &Taken) {
-        self.rings[taken.ring].release(taken.pos);
+    /// Empties a claimed slot: its message was taken.
+    pub fn release(&self, from: usize, to: usize) {
+        self.slots[to * self.ranks + from]
+            .state
+            .store(EMPTY, Release);
     }
 
     /// Puts a claimed message back, untouched.
-    pub fn unclaim(&self, taken: &Taken) {
-        self.rings[taken.ring]
-            .cell(taken.pos)
+    pub fn unclaim(&self, from: usize, to: usize) {
+        self.slots[to * self.ranks + from]
             .state
-            .store(at(taken.pos, FULL), Release);
+            .store(FULL, Release);
     }
 
-    fn read(cell: &Cell, from: usize, ring: usize, pos: u64) -> Taken {
-        let len = cell.len.load(Relaxed);
+    fn read(slot: &Slot, from: usize) -> Taken {
+        let len = slot.len.load(Relaxed);
         let bytes = (len & !SYNC) as usize;
         let mut data = [0u8; FASTBOX_BYTES];
         let words = bytes.div_ceil(8);
-        for (w, chunk) in cell.data[..words].iter().zip(data.chunks_exact_mut(8)) {
+        for (w, chunk) in slot.data[..words].iter().zip(data.chunks_exact_mut(8)) {
             chunk.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
         }
-        let ctx_tag = cell.ctx_tag.load(Relaxed);
+        let ctx_tag = slot.ctx_tag.load(Relaxed);
         let env = Envelope {
             ctx: (ctx_tag >> 32) as u32,
             tag: ctx_tag as u32 as i32,
-            source: cell.source.load(Relaxed) as usize,
+            source: slot.source.load(Relaxed) as usize,
         };
         Taken {
             env,
             from,
-            ring,
-            pos,
             sync: len & SYNC != 0,
             len: bytes,
             data,
         }
     }
 
-    /// The rings addressed to `to`, by sender, with their indices.
-    fn row(&self, to: usize) -> impl Iterator<Item = (usize, &Ring)> {
-        let first = to * self.ranks;
-        self.rings[first..first + self.ranks]
-            .iter()
-            .enumerate()
-            .map(move |(from, r)| (first + from, r))
+    fn row(&self, to: usize) -> &[CachePadded<Slot>] {
+        &self.slots[to * self.ranks..(to + 1) * self.ranks]
     }
 }

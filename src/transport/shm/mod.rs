@@ -19,12 +19,12 @@
 //! | owned `Vec` | copy into the posted buffer, done | move the `Vec` (no copy); if the pair's credit is used up the sender waits for the match |
 //!
 //! Tiny standard sends (≤ 40 bytes) skip the lock: they go through the pair's
-//! [`fastbox`] ring, one cache line per message, and whoever next locks the
-//! receiver's mailbox drains it into the matching engine first — so they are matched in order with
+//! [`fastbox`], a single cache line, and whoever next locks the receiver's mailbox
+//! drains it into the matching engine first — so they are matched in order with
 //! everything else. A receiver waiting for data polls its fastboxes while it spins.
 //!
 //! Flow control: eager bytes from one sender held by one receiver never exceed the
-//! credit (plus one fastbox ring); past it, standard sends switch to rendezvous, which
+//! credit (plus one fastbox); past it, standard sends switch to rendezvous, which
 //! blocks the sender (or leaves its request pending) until the receiver matches.
 //! Memory stays bounded.
 
@@ -42,8 +42,7 @@ use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 
 use fastbox::{Fastboxes, SyncMatch, Taken};
 
-/// Jobs up to this many ranks get fastboxes (they take ranks² rings of
-/// `fastbox::CELLS` cache lines: 5 MiB at 64 ranks).
+/// Jobs up to this many ranks get fastboxes (they take ranks² cache lines).
 const FASTBOX_MAX_RANKS: usize = 64;
 use crate::{Error, Result, Status};
 
@@ -163,7 +162,7 @@ pub(crate) enum Body {
         data: Vec<u8>,
         _space: Option<BsendSpace>,
     },
-    /// A copy of a tiny synchronous send's message, drained from its fastbox ring;
+    /// A copy of a tiny synchronous send's message, drained from its fastbox;
     /// dropping it (once a receive took it) tells the waiting sender.
     SyncCopy { data: Vec<u8>, _matched: SyncMatch },
     /// Rendezvous: the sender's own buffer, which it keeps valid until `done`.
@@ -386,7 +385,7 @@ impl Shm {
                         credit,
                     };
                     inbox.queue(t.env, msg);
-                    // Published before the cell empties (see `recv_fastbox`).
+                    // Published before the slot empties (see `recv_fastbox`).
                     let n = inbox.matcher.len();
                     inbox.queued.store(n, Release);
                 }
@@ -399,15 +398,14 @@ impl Shm {
     }
 
     /// A blocking receive at `me` from local rank `from` only, without the
-    /// lock: while nothing is posted or queued at `me`, spins on the oldest
-    /// message in `from`'s fastbox ring (up to `spins` times) and copies a
-    /// matching one straight into `dst`. `None` (nothing done) when the receive must take the
+    /// lock: while nothing is posted or queued at `me`, spins on `from`'s
+    /// fastbox (up to `spins` times) and copies a matching message straight
+    /// into `dst`. `None` (nothing done) when the receive must take the
     /// ordinary path: something is posted or queued (it may come first), the
     /// message does not match, or nothing came. A message taken here is the
     /// one the ordinary path would have matched: nothing from `from` can be
-    /// queued behind a message in its ring (a send that takes the mailbox
-    /// drains the ring first, and that drain waits for this claim to be
-    /// decided).
+    /// queued behind a full fastbox (its sender's next send drains it first,
+    /// and that drain waits for this claim to be decided).
     pub fn recv_fastbox(
         &self,
         me: usize,
@@ -424,10 +422,10 @@ impl Shm {
             }
             if let Some(taken) = fb.claim(from, me) {
                 if queued.load(Acquire) != 0 || !pat.matches(&taken.env) {
-                    fb.unclaim(&taken);
+                    fb.unclaim(from, me);
                     return None;
                 }
-                fb.release(&taken);
+                fb.release(from, me);
                 if taken.sync {
                     fb.matched(from, me);
                 }
