@@ -191,3 +191,50 @@ fn blocking_receives_taking_fastbox_messages_keep_send_order() {
         Ok(())
     });
 }
+
+/// Several threads sending as one rank share that pair's fastbox ring: each
+/// thread's messages must still arrive in its own send order, including when
+/// one thread's message takes the mailbox (too large, or the ring full) while
+/// another thread is still writing an older cell of the ring.
+#[test]
+fn threads_sending_as_one_rank_keep_their_own_send_order() {
+    const THREADS: u32 = 2;
+    let n = 500_000u32;
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            std::thread::scope(|t| {
+                let senders: Vec<_> = (0..THREADS)
+                    .map(|tag| {
+                        t.spawn(move || {
+                            for i in 0..n {
+                                // Mostly tiny (the ring), every 7th through the mailbox.
+                                let len = if i % 7 == 6 { 50 } else { 1 };
+                                let mut msg = vec![0u32; len];
+                                msg[0] = i;
+                                comm.send(&msg, 1, tag as i32)?;
+                            }
+                            Ok::<_, courier::Error>(())
+                        })
+                    })
+                    .collect();
+                senders
+                    .into_iter()
+                    .try_for_each(|h| h.join().expect("sender thread panicked"))
+            })?;
+        } else {
+            let mut next = [0u32; THREADS as usize];
+            let mut buf = [0u32; 50];
+            for k in 0..THREADS * n {
+                if k % 4096 == 0 {
+                    // Lag, so the rings fill and later sends take the mailbox.
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                }
+                let st = comm.recv(&mut buf, 0, ANY_TAG)?;
+                let t = st.tag as usize;
+                assert_eq!(buf[0], next[t], "thread {t}'s messages overtaken");
+                next[t] += 1;
+            }
+        }
+        Ok(())
+    });
+}
