@@ -1014,12 +1014,14 @@ impl Mpi {
                     let mut posted = LaneRecv::post(src, tag, lane, region)?;
                     let outcome =
                         self.recv_posted(shm, me, &mut posted, dst, env(tag), poll_failure);
-                    if let Ok(Some((_, bytes))) = outcome {
-                        tally(received);
-                        *scratch = Some(posted.finish(bytes));
-                    } else {
-                        *scratch = Some(posted.finish(0));
-                    }
+                    let bytes = match outcome {
+                        Ok(Some((_, bytes))) => {
+                            tally(received);
+                            bytes
+                        }
+                        _ => 0,
+                    };
+                    *scratch = Some(posted.finish(bytes));
                     return outcome.map(|o| o.map(|(r, _)| r));
                 }
                 *scratch = Some(region);
