@@ -192,10 +192,10 @@ fn blocking_receives_taking_fastbox_messages_keep_send_order() {
     });
 }
 
-/// Several threads sending as one rank share that pair's fastbox ring: each
-/// thread's messages must still arrive in its own send order, including when
-/// one thread's message takes the mailbox (too large, or the ring full) while
-/// another thread is still writing an older cell of the ring.
+/// Several threads sending as one rank share that pair's fastbox and ring:
+/// each thread's messages must still arrive in its own send order, including
+/// when one thread's message takes the ring or the mailbox (too large, or the
+/// fastbox or ring full) while another thread is still writing an older one.
 #[test]
 fn threads_sending_as_one_rank_keep_their_own_send_order() {
     const THREADS: u32 = 2;
@@ -207,8 +207,13 @@ fn threads_sending_as_one_rank_keep_their_own_send_order() {
                     .map(|tag| {
                         t.spawn(move || {
                             for i in 0..n {
-                                // Mostly tiny (the ring), every 7th through the mailbox.
-                                let len = if i % 7 == 6 { 50 } else { 1 };
+                                // Mostly tiny (the fastbox), every 7th small
+                                // (the ring), every 13th too large for both.
+                                let len = match (i % 7, i % 13) {
+                                    (_, 12) => 1024,
+                                    (6, _) => 50,
+                                    _ => 1,
+                                };
                                 let mut msg = vec![0u32; len];
                                 msg[0] = i;
                                 comm.send(&msg, 1, tag as i32)?;
@@ -223,10 +228,10 @@ fn threads_sending_as_one_rank_keep_their_own_send_order() {
             })?;
         } else {
             let mut next = [0u32; THREADS as usize];
-            let mut buf = [0u32; 50];
+            let mut buf = [0u32; 1024];
             for k in 0..THREADS * n {
                 if k % 4096 == 0 {
-                    // Lag, so the rings fill and later sends take the mailbox.
+                    // Lag, so the fastbox and ring fill and later sends take the mailbox.
                     std::thread::sleep(std::time::Duration::from_micros(300));
                 }
                 let st = comm.recv(&mut buf, 0, ANY_TAG)?;

@@ -49,7 +49,6 @@ struct Slot {
 /// A message taken out of a slot.
 pub(crate) struct Taken {
     pub env: Envelope,
-    pub from: usize,
     /// A synchronous send's: whoever matches it calls [`Fastboxes::matched`]
     /// (or drops the [`SyncMatch`] queued with it).
     pub sync: bool,
@@ -213,40 +212,43 @@ impl Fastboxes {
         self.row(to).iter().any(|s| s.state.load(Relaxed) == FULL)
     }
 
-    /// Takes every message addressed to `to`. The caller must hold `to`'s mailbox
-    /// lock: that makes it the only consumer besides `to` itself, whose claim
-    /// (a few instructions, never blocking) it waits out, so a claimed message
-    /// that goes back is still queued before anything its sender sends later.
-    pub fn drain(&self, to: usize, mut take: impl FnMut(Taken)) {
-        for (from, slot) in self.row(to).iter().enumerate() {
-            // A plain load first: a failed compare-exchange on an empty slot
-            // costs as much as a successful one, on every slot of the row.
-            if slot.state.load(Relaxed) == EMPTY {
-                continue;
-            }
-            let mut waits = 0u32;
-            let claimed = loop {
-                match slot.state.compare_exchange(FULL, TAKING, Acquire, Acquire) {
-                    Ok(_) => break true,
-                    Err(TAKING) => {
-                        waits += 1;
-                        if waits % 64 == 0 {
-                            std::thread::yield_now(); // the claimer may be descheduled
-                        } else {
-                            std::hint::spin_loop();
-                        }
-                    }
-                    Err(_) => break false, // empty, or its sender is still writing
-                }
-            };
-            if !claimed {
-                continue;
-            }
-            // Taken (queued) before the slot empties: a receiver that later
-            // claims this sender's next message then sees it queued.
-            take(Self::read(slot, from));
-            slot.state.store(EMPTY, Release);
+    /// Claims the message from `from` to `to`, for a drain, if there is one.
+    /// The caller must hold `to`'s mailbox lock: that makes it the only
+    /// consumer besides `to` itself, whose claim (a few instructions, never
+    /// blocking) it waits out, so a claimed message that goes back is still
+    /// queued before anything its sender sends later. The caller then
+    /// [`release`](Self::release)s the slot, once the message is queued or
+    /// delivered.
+    pub fn claim_waiting(&self, from: usize, to: usize) -> Option<Taken> {
+        let slot = &self.slots[to * self.ranks + from];
+        // A plain load first: a failed compare-and-swap on an empty slot
+        // costs as much as a successful one, on every slot of the row.
+        if slot.state.load(Relaxed) == EMPTY {
+            return None;
         }
+        let mut waits = 0u32;
+        loop {
+            match slot.state.compare_exchange(FULL, TAKING, Acquire, Acquire) {
+                Ok(_) => return Some(Self::read(slot)),
+                Err(TAKING) => {
+                    waits += 1;
+                    if waits % 64 == 0 {
+                        std::thread::yield_now(); // the claimer may be descheduled
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                Err(_) => return None, // empty, or its sender is still writing
+            }
+        }
+    }
+
+    /// Whether the `from → to` slot holds a message (full, or claimed).
+    pub fn holds(&self, from: usize, to: usize) -> bool {
+        matches!(
+            self.slots[to * self.ranks + from].state.load(Acquire),
+            FULL | TAKING
+        )
     }
 
     /// The receiver `to` claims the message from `from`, if there is one: until
@@ -262,7 +264,13 @@ impl Fastboxes {
         {
             return None;
         }
-        Some(Self::read(slot, from))
+        Some(Self::read(slot))
+    }
+
+    /// Whether the `from → to` slot is empty (not being written, not full, not
+    /// claimed).
+    pub fn is_empty(&self, from: usize, to: usize) -> bool {
+        self.slots[to * self.ranks + from].state.load(Acquire) == EMPTY
     }
 
     /// Empties a claimed slot: its message was taken.
@@ -279,7 +287,7 @@ impl Fastboxes {
             .store(FULL, Release);
     }
 
-    fn read(slot: &Slot, from: usize) -> Taken {
+    fn read(slot: &Slot) -> Taken {
         let len = slot.len.load(Relaxed);
         let bytes = (len & !SYNC) as usize;
         let mut data = [0u8; FASTBOX_BYTES];
@@ -295,7 +303,6 @@ impl Fastboxes {
         };
         Taken {
             env,
-            from,
             sync: len & SYNC != 0,
             len: bytes,
             data,

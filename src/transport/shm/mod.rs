@@ -18,17 +18,24 @@
 //! | ready | copy into the posted buffer, done | `NotReady`: nothing queued, the receiver is not touched |
 //! | owned `Vec` | copy into the posted buffer, done | move the `Vec` (no copy); if the pair's credit is used up the sender waits for the match |
 //!
-//! Tiny standard sends (≤ 40 bytes) skip the lock: they go through the pair's
-//! [`fastbox`], a single cache line, and whoever next locks the receiver's mailbox
-//! drains it into the matching engine first — so they are matched in order with
-//! everything else. A receiver waiting for data polls its fastboxes while it spins.
+//! Small standard sends skip the lock: tiny ones (≤ 40 bytes) go through the
+//! pair's [`fastbox`], a single cache line, and the rest up to 2 KiB, or tiny
+//! ones while the fastbox is full, through the pair's [`ring`] of eight cells.
+//! Whoever next locks the receiver's mailbox drains both into the matching engine
+//! first — so they are matched in order with everything else — and a blocking
+//! receive from one rank takes them straight out while nothing is queued. A
+//! receiver waiting for data polls its fastboxes and rings while it spins.
+//! Such a message is copied twice (into the cell, out of it); the sender no
+//! longer sees a posted receive, which only ready sends need.
 //!
 //! Flow control: eager bytes from one sender held by one receiver never exceed the
 //! credit (plus one fastbox); past it, standard sends switch to rendezvous, which
 //! blocks the sender (or leaves its request pending) until the receiver matches.
-//! Memory stays bounded.
+//! The ring counts towards the credit (it closes while a full ring would not
+//! fit). Memory stays bounded.
 
 mod fastbox;
+mod ring;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering::*};
@@ -40,9 +47,11 @@ use crate::bsend::BsendSpace;
 use crate::matching::{Envelope, Matcher, Pattern};
 use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 
-use fastbox::{Fastboxes, SyncMatch, Taken};
+use fastbox::{Fastboxes, SyncMatch};
+use ring::Rings;
 
-/// Jobs up to this many ranks get fastboxes (they take ranks² cache lines).
+/// Jobs up to this many ranks get fastboxes (they take ranks² cache lines) and
+/// eager rings.
 const FASTBOX_MAX_RANKS: usize = 64;
 use crate::{Error, Result, Status};
 
@@ -323,6 +332,8 @@ pub(crate) enum Mode {
 pub(crate) struct Shm {
     mailboxes: Box<[Mailbox]>,
     fastboxes: Option<Fastboxes>,
+    /// Present exactly when `fastboxes` is.
+    rings: Option<Rings>,
     eager_threshold: usize,
     credit: usize,
 }
@@ -344,13 +355,17 @@ impl Shm {
         Shm {
             mailboxes,
             fastboxes: (ranks <= FASTBOX_MAX_RANKS).then(|| Fastboxes::new(ranks)),
+            rings: (ranks <= FASTBOX_MAX_RANKS).then(|| Rings::new(ranks, credit)),
             eager_threshold,
             credit,
         }
     }
 
-    /// Locks `rank`'s mailbox, first moving any fastbox messages for it into the
-    /// matching engine (as if they arrived now, before whatever the caller does).
+    /// Locks `rank`'s mailbox, first moving any fastbox and ring messages for
+    /// it into the matching engine (as if they arrived now, before whatever the
+    /// caller does). Each pair's fastbox first: while it holds a message, a
+    /// message of the same sending thread in the ring is a later one (a
+    /// fastbox is only filled while the pair's ring is empty).
     fn inbox(&self, rank: usize) -> InboxGuard<'_> {
         // A panic never happens while an inbox is locked (no user code runs there),
         // so a poisoned lock still holds consistent state.
@@ -361,35 +376,31 @@ impl Shm {
                 .unwrap_or_else(|e| e.into_inner()),
             queued: &self.mailboxes[rank].queued,
         };
-        if let Some(fb) = &self.fastboxes {
+        if let (Some(fb), Some(rings)) = (&self.fastboxes, &self.rings) {
             let mut delivered = false;
-            fb.drain(rank, |t: Taken| {
-                if let Some(posted) = inbox.matcher.take_posted(&t.env) {
-                    posted.done.complete(posted.dst.fill(t.bytes(), &t.env));
-                    if t.sync {
-                        fb.matched(t.from, rank);
+            for from in 0..self.mailboxes.len() {
+                loop {
+                    if let Some(t) = fb.claim_waiting(from, rank) {
+                        let sync = t.sync.then_some(fb);
+                        delivered |= self.arrive(&mut inbox, rank, t.env, from, t.bytes(), sync);
+                        // Queued (or delivered) before the slot empties: a
+                        // receiver that later claims this sender's next
+                        // message then sees it queued.
+                        fb.release(from, rank);
                     }
-                    delivered = true;
-                } else {
-                    let credit = t.bytes().len();
-                    let data = t.bytes().to_vec();
-                    let body = if t.sync {
-                        let _matched = fb.match_on_drop(t.from, rank);
-                        Body::SyncCopy { data, _matched }
-                    } else {
-                        Body::Eager { data, _space: None }
+                    let Some(c) = rings.claim_oldest(from, rank) else {
+                        break;
                     };
-                    let msg = Incoming {
-                        body,
-                        from: t.from,
-                        credit,
-                    };
-                    inbox.queue(t.env, msg);
-                    // Published before the slot empties (see `recv_fastbox`).
-                    let n = inbox.matcher.len();
-                    inbox.queued.store(n, Release);
+                    if fb.holds(from, rank) {
+                        // Filled after the look above: possibly by the same
+                        // thread before its ring message. The fastbox first.
+                        c.unclaim();
+                        continue;
+                    }
+                    delivered |= self.arrive(&mut inbox, rank, c.env, from, c.bytes(), None);
+                    c.release();
                 }
-            });
+            }
             if delivered {
                 self.mailboxes[rank].arrivals.notify();
             }
@@ -397,15 +408,54 @@ impl Shm {
         inbox
     }
 
+    /// A message drained from a fastbox or ring into `rank`'s locked `inbox`:
+    /// it fills a posted receive (`true`), or is queued as a copy, charged to
+    /// its sender's credit. `sync`: a synchronous send's, whose match is counted
+    /// in these fastboxes.
+    fn arrive(
+        &self,
+        inbox: &mut InboxGuard<'_>,
+        rank: usize,
+        env: Envelope,
+        from: usize,
+        bytes: &[u8],
+        sync: Option<&Fastboxes>,
+    ) -> bool {
+        if let Some(posted) = inbox.matcher.take_posted(&env) {
+            posted.done.complete(posted.dst.fill(bytes, &env));
+            if let Some(fb) = sync {
+                fb.matched(from, rank);
+            }
+            return true;
+        }
+        let data = bytes.to_vec();
+        let body = match sync {
+            Some(fb) => Body::SyncCopy {
+                data,
+                _matched: fb.match_on_drop(from, rank),
+            },
+            None => Body::Eager { data, _space: None },
+        };
+        let credit = bytes.len();
+        inbox.queue(env, Incoming { body, from, credit });
+        self.regate(rank, from, inbox);
+        // Published before the fastbox or cell empties (see `recv_fastbox`).
+        let n = inbox.matcher.len();
+        inbox.queued.store(n, Release);
+        false
+    }
+
     /// A blocking receive at `me` from local rank `from` only, without the
     /// lock: while nothing is posted or queued at `me`, spins on `from`'s
-    /// fastbox (up to `spins` times) and copies a matching message straight
-    /// into `dst`. `None` (nothing done) when the receive must take the
+    /// fastbox and ring (up to `spins` times) and copies a matching message
+    /// straight into `dst`. `None` (nothing done) when the receive must take the
     /// ordinary path: something is posted or queued (it may come first), the
     /// message does not match, or nothing came. A message taken here is the
     /// one the ordinary path would have matched: nothing from `from` can be
-    /// queued behind a full fastbox (its sender's next send drains it first,
-    /// and that drain waits for this claim to be decided).
+    /// queued behind a full fastbox or ring cell (its sender's next send drains
+    /// them first, and that drain waits for this claim to be decided), and a
+    /// ring message is only taken while the fastbox is empty (a fastbox
+    /// message may be the same thread's earlier one).
     pub fn recv_fastbox(
         &self,
         me: usize,
@@ -414,8 +464,11 @@ impl Shm {
         dst: RecvBuf,
         spins: u32,
     ) -> Option<Result<Status>> {
-        let fb = self.fastboxes.as_ref()?;
+        let (fb, rings) = (self.fastboxes.as_ref()?, self.rings.as_ref()?);
         let queued = &self.mailboxes[me].queued;
+        // Looked up once: a ring made while this spins is only looked at by
+        // the ordinary path (which drains it).
+        let ring = rings.ring(from, me);
         for _ in 0..spins.max(1) {
             if queued.load(Acquire) != 0 {
                 return None;
@@ -431,14 +484,29 @@ impl Shm {
                 }
                 return Some(dst.fill(taken.bytes(), &taken.env));
             }
+            if let Some(claimed) = ring.and_then(|r| r.claim()) {
+                // The fastbox checked after the claim: a drain that took its
+                // message published the queue before emptying it.
+                if !fb.is_empty(from, me) || queued.load(Acquire) != 0 || !pat.matches(&claimed.env)
+                {
+                    claimed.unclaim();
+                    return None;
+                }
+                let status = dst.fill(claimed.bytes(), &claimed.env);
+                claimed.release();
+                return Some(status);
+            }
             std::hint::spin_loop();
         }
         None
     }
 
-    /// Drains `me`'s fastboxes if any holds a message (cheap when none does).
+    /// Drains `me`'s fastboxes and rings if any holds a message (cheap when
+    /// none does).
     pub fn progress(&self, me: usize) {
-        if self.fastboxes.as_ref().is_some_and(|fb| fb.any_full(me)) {
+        if self.fastboxes.as_ref().is_some_and(|fb| fb.any_full(me))
+            || self.rings.as_ref().is_some_and(|r| r.any_full(me))
+        {
             drop(self.inbox(me));
         }
     }
@@ -464,8 +532,9 @@ impl Shm {
     /// `Some(n)` when put there, to be waited for with
     /// [`wait_sync`](Self::wait_sync); `None` when it must take the ordinary way
     /// (too long, fastbox full, another synchronous fastbox send of the pair in
-    /// flight), or should: to itself, or when the receiver has receives posted
-    /// (one may match at once, which the ordinary way does on the spot).
+    /// flight, the pair's ring not empty), or should: to itself, or when the
+    /// receiver has receives posted (one may match at once, which the ordinary
+    /// way does on the spot).
     /// No lock, no allocation, and the receiver's match is one counter step.
     pub fn ssend_fastbox(
         &self,
@@ -474,7 +543,8 @@ impl Shm {
         env: &Envelope,
         data: &[u8],
     ) -> Option<u64> {
-        if from == to || self.mailboxes[to].queued.load(Acquire) != 0 {
+        if from == to || self.mailboxes[to].queued.load(Acquire) != 0 || !self.ring_empty(from, to)
+        {
             return None;
         }
         let n = self.fastboxes.as_ref()?.try_put_sync(from, to, env, data)?;
@@ -525,6 +595,11 @@ impl Shm {
         }
     }
 
+    /// Whether every message `from` put in its ring to `to` has been taken.
+    fn ring_empty(&self, from: usize, to: usize) -> bool {
+        self.rings.as_ref().is_none_or(|r| r.is_empty(from, to))
+    }
+
     /// Sends `data` from world rank `from` to world rank `to`.
     ///
     /// # Safety
@@ -540,9 +615,16 @@ impl Shm {
     ) -> SendOutcome {
         // Tiny standard and buffered sends go through the pair's fastbox (a
         // buffered one then gives its attached-buffer space back at once, as
-        // when it meets a posted receive).
-        if let (Mode::Standard | Mode::Buffered(_), Some(fb)) = (&mode, &self.fastboxes) {
-            if fb.try_put(from, to, &env, data) {
+        // when it meets a posted receive), but only while the pair's ring is
+        // empty: consumers take the fastbox's message first. Small standard
+        // sends go through the ring. Buffered ones above the fastbox keep
+        // their space until delivered, as `bsend` documents.
+        if let (Mode::Standard | Mode::Buffered(_), Some(fb), Some(rings)) =
+            (&mode, &self.fastboxes, &self.rings)
+        {
+            if (rings.is_empty(from, to) && fb.try_put(from, to, &env, data))
+                || (matches!(mode, Mode::Standard) && rings.try_put(from, to, &env, data))
+            {
                 self.mailboxes[to].arrivals.notify();
                 return SendOutcome::Done;
             }
@@ -632,7 +714,9 @@ impl Shm {
     }
 
     fn enqueue(&self, mut inbox: InboxGuard<'_>, to: usize, env: Envelope, msg: Incoming) {
+        let from = msg.from;
         inbox.queue(env, msg);
+        self.regate(to, from, &inbox);
         drop(inbox);
         self.mailboxes[to].arrivals.notify();
     }
@@ -655,7 +739,7 @@ impl Shm {
     /// Posts a receive at world rank `me`.
     pub fn recv(&self, me: usize, pat: Pattern, dst: RecvBuf) -> RecvOutcome {
         let mut inbox = self.inbox(me);
-        if let Some((env, msg)) = Self::take(&mut inbox, &pat) {
+        if let Some((env, msg)) = self.take(me, &mut inbox, &pat) {
             drop(inbox);
             // Copy, then drop the body: that completes a rendezvous sender.
             return RecvOutcome::Done(dst.fill(msg.body.bytes(), &env));
@@ -674,10 +758,21 @@ impl Shm {
         RecvOutcome::Pending { id, done }
     }
 
-    fn take(inbox: &mut Inbox, pat: &Pattern) -> Option<(Envelope, Incoming)> {
+    /// Takes the first message queued at `me` that `pat` accepts, giving its
+    /// credit back.
+    fn take(&self, me: usize, inbox: &mut Inbox, pat: &Pattern) -> Option<(Envelope, Incoming)> {
         let (env, msg) = inbox.matcher.take_unexpected(pat)?;
         inbox.credit_used[msg.from] -= msg.credit;
+        self.regate(me, msg.from, inbox);
         Some((env, msg))
+    }
+
+    /// Opens or closes the `from → to` ring after the pair's credit use
+    /// changed (see [`Rings::regate`]).
+    fn regate(&self, to: usize, from: usize, inbox: &Inbox) {
+        if let Some(rings) = &self.rings {
+            rings.regate(from, to, inbox.credit_used[from]);
+        }
     }
 
     /// Withdraws a posted receive that no send has matched. `false` if a send
@@ -699,7 +794,8 @@ impl Shm {
     /// Nonblocking matched probe: claims the first message `pat` accepts.
     pub fn improbe(&self, me: usize, pat: &Pattern) -> Option<(Envelope, Body)> {
         let mut inbox = self.inbox(me);
-        Self::take(&mut inbox, pat).map(|(env, msg)| (env, msg.body))
+        self.take(me, &mut inbox, pat)
+            .map(|(env, msg)| (env, msg.body))
     }
 
     /// Blocks until `poll` (a probe of `me`'s mailbox) finds something. Gives up
