@@ -38,8 +38,8 @@ pub(crate) enum Posted {
 use super::check_tag;
 
 /// How many spins a blocking receive from one rank of this process watches
-/// that rank's fastbox before it posts itself (then it waits as posted): the
-/// tiny-message fast path. A ready send aimed at a receive still in this phase
+/// that rank's fastbox and ring before it posts itself (then it waits as
+/// posted): the small-message fast path. A ready send aimed at a receive still in this phase
 /// finds nothing posted (see the README's point-to-point contract).
 const UNPOSTED_SPINS: u32 = 2048;
 
@@ -569,7 +569,7 @@ impl Comm {
     }
 
     /// Moves arrived messages into matching, so pending operations see them:
-    /// this rank's fastboxes and, in cluster mode, MPI (ready-send queries,
+    /// this rank's fastboxes and rings and, in cluster mode, MPI (ready-send queries,
     /// registered receives, nonblocking sends). Tests and `wait_any` call this
     /// before looking.
     pub(crate) fn progress(&self) {
