@@ -47,7 +47,7 @@ use crate::bsend::BsendSpace;
 use crate::matching::{Envelope, Matcher, Pattern};
 use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 
-use fastbox::{Fastboxes, SyncMatch};
+use fastbox::{Fastboxes, SyncMatch, FASTBOX_BYTES};
 use ring::Rings;
 
 /// Jobs up to this many ranks get fastboxes (they take ranks² cache lines) and
@@ -331,9 +331,8 @@ pub(crate) enum Mode {
 /// The shared-memory transport of one process: a mailbox per rank.
 pub(crate) struct Shm {
     mailboxes: Box<[Mailbox]>,
-    fastboxes: Option<Fastboxes>,
-    /// Present exactly when `fastboxes` is.
-    rings: Option<Rings>,
+    /// The lock-free ways of small messages: each pair's fastbox and ring.
+    small: Option<(Fastboxes, Rings)>,
     eager_threshold: usize,
     credit: usize,
 }
@@ -354,8 +353,8 @@ impl Shm {
             .collect();
         Shm {
             mailboxes,
-            fastboxes: (ranks <= FASTBOX_MAX_RANKS).then(|| Fastboxes::new(ranks)),
-            rings: (ranks <= FASTBOX_MAX_RANKS).then(|| Rings::new(ranks, credit)),
+            small: (ranks <= FASTBOX_MAX_RANKS)
+                .then(|| (Fastboxes::new(ranks), Rings::new(ranks, credit))),
             eager_threshold,
             credit,
         }
@@ -376,7 +375,7 @@ impl Shm {
                 .unwrap_or_else(|e| e.into_inner()),
             queued: &self.mailboxes[rank].queued,
         };
-        if let (Some(fb), Some(rings)) = (&self.fastboxes, &self.rings) {
+        if let Some((fb, rings)) = &self.small {
             let mut delivered = false;
             for from in 0..self.mailboxes.len() {
                 loop {
@@ -464,7 +463,7 @@ impl Shm {
         dst: RecvBuf,
         spins: u32,
     ) -> Option<Result<Status>> {
-        let (fb, rings) = (self.fastboxes.as_ref()?, self.rings.as_ref()?);
+        let (fb, rings) = self.small.as_ref()?;
         let queued = &self.mailboxes[me].queued;
         // Looked up once: a ring made while this spins is only looked at by
         // the ordinary path (which drains it).
@@ -504,8 +503,10 @@ impl Shm {
     /// Drains `me`'s fastboxes and rings if any holds a message (cheap when
     /// none does).
     pub fn progress(&self, me: usize) {
-        if self.fastboxes.as_ref().is_some_and(|fb| fb.any_full(me))
-            || self.rings.as_ref().is_some_and(|r| r.any_full(me))
+        if self
+            .small
+            .as_ref()
+            .is_some_and(|(fb, rings)| fb.any_full(me) || rings.any_full(me))
         {
             drop(self.inbox(me));
         }
@@ -543,11 +544,15 @@ impl Shm {
         env: &Envelope,
         data: &[u8],
     ) -> Option<u64> {
-        if from == to || self.mailboxes[to].queued.load(Acquire) != 0 || !self.ring_empty(from, to)
+        let (fb, rings) = self.small.as_ref()?;
+        if from == to
+            || data.len() > FASTBOX_BYTES
+            || self.mailboxes[to].queued.load(Acquire) != 0
+            || !rings.is_empty(from, to)
         {
             return None;
         }
-        let n = self.fastboxes.as_ref()?.try_put_sync(from, to, env, data)?;
+        let n = fb.try_put_sync(from, to, env, data)?;
         self.mailboxes[to].arrivals.notify();
         Some(n)
     }
@@ -555,7 +560,7 @@ impl Shm {
     /// Whether the synchronous fastbox send `from → to` numbered `n` has been
     /// matched.
     pub fn sync_matched(&self, from: usize, to: usize, n: u64) -> bool {
-        let fb = self.fastboxes.as_ref().expect("ssend_fastbox put it there");
+        let (fb, _) = self.small.as_ref().expect("ssend_fastbox put it there");
         fb.matched_count(from, to) > n
     }
 
@@ -595,11 +600,6 @@ impl Shm {
         }
     }
 
-    /// Whether every message `from` put in its ring to `to` has been taken.
-    fn ring_empty(&self, from: usize, to: usize) -> bool {
-        self.rings.as_ref().is_none_or(|r| r.is_empty(from, to))
-    }
-
     /// Sends `data` from world rank `from` to world rank `to`.
     ///
     /// # Safety
@@ -619,10 +619,11 @@ impl Shm {
         // empty: consumers take the fastbox's message first. Small standard
         // sends go through the ring. Buffered ones above the fastbox keep
         // their space until delivered, as `bsend` documents.
-        if let (Mode::Standard | Mode::Buffered(_), Some(fb), Some(rings)) =
-            (&mode, &self.fastboxes, &self.rings)
-        {
-            if (rings.is_empty(from, to) && fb.try_put(from, to, &env, data))
+        if let (Mode::Standard | Mode::Buffered(_), Some((fb, rings))) = (&mode, &self.small) {
+            // The length first: the ring's counters are lines its consumer writes.
+            if (data.len() <= FASTBOX_BYTES
+                && rings.is_empty(from, to)
+                && fb.try_put(from, to, &env, data))
                 || (matches!(mode, Mode::Standard) && rings.try_put(from, to, &env, data))
             {
                 self.mailboxes[to].arrivals.notify();
@@ -770,7 +771,7 @@ impl Shm {
     /// Opens or closes the `from → to` ring after the pair's credit use
     /// changed (see [`Rings::regate`]).
     fn regate(&self, to: usize, from: usize, inbox: &Inbox) {
-        if let Some(rings) = &self.rings {
+        if let Some((_, rings)) = &self.small {
             rings.regate(from, to, inbox.credit_used[from]);
         }
     }
