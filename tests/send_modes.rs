@@ -211,6 +211,36 @@ fn bsend_returns_without_the_receiver_even_for_large_messages() {
     });
 }
 
+/// Large stored copies lend their memory to the next ones (see `bsend.rs`): a
+/// shorter message in a longer reused allocation must arrive with its own
+/// length and contents, none of the earlier message's.
+#[test]
+fn stored_copies_arrive_intact_when_their_memory_is_reused() {
+    let sizes = [300_000usize, 100_000, 300_000, 65_536];
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            comm.attach_buffer(sizes[0] + BSEND_OVERHEAD)?;
+            for (k, &n) in sizes.iter().enumerate() {
+                comm.bsend(&vec![k as u8 + 1; n], 1, k as i32)?;
+                // Stored, not delivered: rank 1 receives once told to.
+                comm.send(&[0u8], 1, 100)?;
+                comm.recv(&mut [0u8], 1, 100)?;
+            }
+            comm.detach_buffer()?;
+        } else {
+            let mut buf = vec![0u8; sizes[0]];
+            for (k, &n) in sizes.iter().enumerate() {
+                comm.recv(&mut [0u8], 0, 100)?;
+                let st = comm.recv(&mut buf, 0, ANY_TAG)?;
+                assert_eq!((st.tag, st.bytes), (k as i32, n));
+                assert!(buf[..n].iter().all(|&b| b == k as u8 + 1), "message {k}");
+                comm.send(&[0u8], 0, 100)?;
+            }
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn bsend_space_is_exact_refused_when_full_and_returned_on_delivery() {
     run_ok(2, |comm| {

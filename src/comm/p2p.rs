@@ -293,7 +293,7 @@ impl Comm {
             .improbe(self.world_rank(), pat, &self.group, &self.rank_of)?
             .map(|(env, data)| Message {
                 env,
-                body: Body::Eager { data, _space: None },
+                body: Body::Eager { data },
             }))
     }
 

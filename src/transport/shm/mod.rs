@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
 
-use crate::bsend::BsendSpace;
+use crate::bsend::{BsendSpace, StoredCopy};
 use crate::matching::{Envelope, Matcher, Pattern};
 use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 
@@ -165,12 +165,11 @@ unsafe impl Send for SendPtr {}
 
 /// The payload of an arrived, not yet received message.
 pub(crate) enum Body {
-    /// A copy (small standard sends, buffered sends). `space` is returned to the
-    /// sender's attached buffer when the body is dropped.
-    Eager {
-        data: Vec<u8>,
-        _space: Option<BsendSpace>,
-    },
+    /// A copy of a small standard send.
+    Eager { data: Vec<u8> },
+    /// A buffered send's copy, which gives its space back to the sender's
+    /// attached buffer when dropped.
+    Buffered(StoredCopy),
     /// A copy of a tiny synchronous send's message, drained from its fastbox;
     /// dropping it (once a receive took it) tells the waiting sender.
     SyncCopy { data: Vec<u8>, _matched: SyncMatch },
@@ -188,7 +187,8 @@ impl Body {
     /// The message bytes.
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Body::Eager { data, .. } | Body::SyncCopy { data, .. } => data,
+            Body::Eager { data } | Body::SyncCopy { data, .. } => data,
+            Body::Buffered(copy) => copy.bytes(),
             Body::Borrowed { src, .. } | Body::Owned { src, .. } => {
                 // SAFETY: a Borrowed sender keeps its buffer valid and unmodified
                 // until `done` completes, which only this body's Drop does; an Owned
@@ -222,7 +222,7 @@ impl Drop for Body {
         let done = match self {
             Body::Borrowed { done, .. } => Some(&*done),
             Body::Owned { done, .. } => done.as_ref(),
-            Body::Eager { .. } | Body::SyncCopy { .. } => None,
+            Body::Eager { .. } | Body::Buffered(_) | Body::SyncCopy { .. } => None,
         };
         if let Some(done) = done {
             done.complete(Ok(Status::default()));
@@ -433,7 +433,7 @@ impl Shm {
                 data,
                 _matched: fb.match_on_drop(from, rank),
             },
-            None => Body::Eager { data, _space: None },
+            None => Body::Eager { data },
         };
         let credit = bytes.len();
         inbox.queue(env, Incoming { body, from, credit });
@@ -639,20 +639,13 @@ impl Shm {
         }
         let (body, credit, outcome) = match mode {
             Mode::Ready => return SendOutcome::NotReady,
-            Mode::Buffered(space) => {
-                let body = Body::Eager {
-                    data: data.to_vec(),
-                    _space: Some(space),
-                };
-                (body, 0, SendOutcome::Done)
-            }
+            Mode::Buffered(space) => (Body::Buffered(space.store(data)), 0, SendOutcome::Done),
             Mode::Standard
                 if data.len() <= self.eager_threshold
                     && inbox.credit_used[from] + data.len() <= self.credit =>
             {
                 let body = Body::Eager {
                     data: data.to_vec(),
-                    _space: None,
                 };
                 (body, data.len(), SendOutcome::Done)
             }
@@ -825,7 +818,7 @@ impl Shm {
     /// just arrived here (it then matches like any eager message).
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub fn park(&self, me: usize, env: Envelope, data: Vec<u8>) {
-        let body = Body::Eager { data, _space: None };
+        let body = Body::Eager { data };
         let msg = Incoming {
             body,
             from: me,
