@@ -360,8 +360,8 @@ fn launch_all() {
             });
             // (10 latency + 9 bw + 5 bibw modes) x 2 sizes on shm, the same
             // less send-owned (latency, bw) over mpi; (5 raw latency modes +
-            // the raw isend window) x 2 sizes.
-            if ok && count("mpi") == 44 && count("shm") == 48 && raw == 12 {
+            // the raw isend windows one way and both ways) x 2 sizes.
+            if ok && count("mpi") == 44 && count("shm") == 48 && raw == 14 {
                 Ok(())
             } else {
                 Err(format!(
@@ -383,9 +383,9 @@ fn launch_all() {
         "--sizes",
         "8,64K",
         "--tests",
-        "latency,bw",
+        "latency,bw,bibw",
     ])
-    .args(["--modes", "send,ssend", "--window", "8", "--json"])
+    .args(["--modes", "send,ssend,isend", "--window", "8", "--json"])
     .arg(&json)
     .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
     .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -413,6 +413,7 @@ fn launch_all() {
                 has("raw-send", "latency", size)
                     && has("raw-ssend", "latency", size)
                     && has("raw-isend", "bw", size)
+                    && has("raw-isend", "bibw", size)
             });
             verdict(ok && all && stdout.contains("x MPI"), ok, &stdout, &stderr)
         }),

@@ -164,6 +164,41 @@ pub fn bandwidth(pair: &Comm, size: usize, w: usize, quick: bool) -> Result<Vec<
     })
 }
 
+/// Raw bidirectional bandwidth, the way courier's `bibw` test measures it
+/// (osu_bibw: both processes post W receives, send W messages, wait for all);
+/// both directions' bytes counted.
+pub fn bidirectional(pair: &Comm, size: usize, w: usize, quick: bool) -> Result<Vec<Record>> {
+    let world = mpi::topology::SimpleCommunicator::world();
+    let me = pair.rank();
+    let peer = world.process_at_rank(1 - me as i32);
+    let sbuf = vec![1u8; size];
+    let mut rbufs = vec![vec![0u8; size]; w];
+    let mut times = Vec::new();
+    pair.barrier()?;
+    for i in 0..windows(size, quick) + 2 {
+        let t = Instant::now();
+        mpi::request::multiple_scope(2 * w, |scope, requests| {
+            for b in rbufs.iter_mut() {
+                requests.add(peer.immediate_receive_into(scope, &mut b[..]));
+            }
+            for _ in 0..w {
+                requests.add(peer.immediate_send(scope, &sbuf[..]));
+            }
+            let mut done = Vec::new();
+            requests.wait_all(&mut done);
+        });
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1e6 / w as f64);
+        }
+    }
+    pair.barrier()?;
+    Ok(if me == 0 {
+        vec![summarize_as(times, size, "mpi-raw", "raw-isend", "bibw", 2)]
+    } else {
+        Vec::new()
+    })
+}
+
 fn raw_send(peer: &mpi::topology::Process<'_>, mode: &str, buf: &[u8]) {
     match mode {
         "raw-bsend" => peer.buffered_send(buf),

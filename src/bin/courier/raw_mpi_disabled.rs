@@ -15,3 +15,7 @@ pub fn baselines(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
 pub fn bandwidth(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
     Ok(Vec::new())
 }
+
+pub fn bidirectional(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
+    Ok(Vec::new())
+}

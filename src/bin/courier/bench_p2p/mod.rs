@@ -460,6 +460,9 @@ fn measure_pair(
             if wants("bw") {
                 base.extend(raw_mpi::bandwidth(pair, size, args.window, quick)?);
             }
+            if wants("bibw") {
+                base.extend(raw_mpi::bidirectional(pair, size, args.window, quick)?);
+            }
         }
         if args.raw_only {
             continue;

@@ -34,11 +34,9 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
     let log = tmp.join(format!("courier-mpi-baseline-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let sizes: Vec<String> = args.sizes.iter().map(usize::to_string).collect();
-    let tests = if args.tests.iter().any(|t| t == "bw") {
-        "latency,bw"
-    } else {
-        "latency"
-    };
+    // The raw window tests the run asks for, and the ping-pongs.
+    let windows = ["bw", "bibw"].into_iter().filter(|w| args.tests.iter().any(|t| t == w));
+    let tests = std::iter::once("latency").chain(windows).collect::<Vec<_>>().join(",");
     let mut cmd = Command::new(mpirun);
     cmd.args(["-n", "2", "--bind-to", "core"])
         .arg(exe)
@@ -49,7 +47,7 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
             "--mpi-baseline",
             "off",
             "--tests",
-            tests,
+            &tests,
         ])
         .args(["--sizes", &sizes.join(",")])
         .args([

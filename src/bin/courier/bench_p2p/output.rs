@@ -49,7 +49,9 @@ pub(crate) fn ratios(r: &Record, baselines: &[Record]) -> Vec<(&'static str, f64
         }
         ("bw" | "bibw" | "mr", _) => {
             // Bandwidth ratios: above 1 = more bandwidth than the baseline.
-            if let Some(m) = find(baselines, "raw-isend", "bw", r.size) {
+            // Open MPI's window one way, or both ways for `bibw`.
+            let window = if r.test == "bibw" { "bibw" } else { "bw" };
+            if let Some(m) = find(baselines, "raw-isend", window, r.size) {
                 out.push(("bw / MPI bw", r.bandwidth_mb_s / m.bandwidth_mb_s));
             }
             if let Some(m) = find(baselines, "memcpy", "latency", r.size) {
