@@ -167,14 +167,19 @@ impl AttachedBuffer {
     }
 
     /// Detaches the buffer once every message stored in it is delivered; returns its size.
-    pub fn detach(&self, live: &Liveness) -> Result<usize> {
+    /// `tick` runs between polls: the rank's own duties while it waits (its
+    /// mailbox drained, see `Shm::wait_sync`).
+    pub fn detach(&self, live: &Liveness, mut tick: impl FnMut()) -> Result<usize> {
         let a = self
             .attached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or(Error::NoBufferAttached)?;
-        let drained = poll_until(live, || (a.pool.used.load(Acquire) == 0).then_some(()));
+        let drained = poll_until(live, || {
+            tick();
+            (a.pool.used.load(Acquire) == 0).then_some(())
+        });
         if let Err(e) = drained {
             // Leave it attached: its messages are still in flight.
             *self.attached.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);

@@ -252,20 +252,34 @@ impl Completion {
     /// Waits for completion, or until a rank fails (then `Err(PeerFailed)`; the
     /// operation itself may still complete later) or `peer` finishes without
     /// completing it (`Err(PeerFinished)`).
-    pub fn wait(&self, live: &Liveness, peer: Peer) -> Result<Status> {
-        self.wait_inner(live, Some(peer))?;
+    /// `tick` runs between polls and after each nap: the waiter's own duties
+    /// (draining its mailbox, see `Shm::wait_sync`).
+    pub fn wait(&self, live: &Liveness, peer: Peer, mut tick: impl FnMut()) -> Result<Status> {
+        self.wait_inner(live, Some(peer), &mut tick)?;
         self.outcome().expect("done implies an outcome")
     }
 
     /// Waits for completion whatever happens elsewhere. Only for completions
     /// that are guaranteed to come (a receiver already copying our buffer).
     pub fn wait_regardless(&self, live: &Liveness) {
-        let _ = self.wait_inner(live, None);
+        let _ = self.wait_inner(live, None, &mut || {});
     }
 
     /// With `watch = Some(peer)`, gives up when a rank fails or `peer` finishes.
-    fn wait_inner(&self, live: &Liveness, watch: Option<Peer>) -> Result<()> {
-        if live.spin_for(|| self.is_done().then_some(())).is_some() {
+    fn wait_inner(
+        &self,
+        live: &Liveness,
+        watch: Option<Peer>,
+        tick: &mut dyn FnMut(),
+    ) -> Result<()> {
+        let spun = live.spin_for(|| {
+            if self.is_done() {
+                return Some(());
+            }
+            tick();
+            None
+        });
+        if spun.is_some() {
             return Ok(());
         }
         *self.sleeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
@@ -285,6 +299,7 @@ impl Completion {
                         break Err(Error::PeerFinished { rank: peer.rank });
                     }
                 }
+                tick();
                 thread::park_timeout(PARK_SLICE);
             }
         };
@@ -402,7 +417,7 @@ mod tests {
                 world: 1,
                 local: Some(1),
             };
-            tx.send(d.wait(&l, peer)).unwrap();
+            tx.send(d.wait(&l, peer, || {})).unwrap();
         });
         // Long enough for the waiter to spin, yield and park.
         std::thread::sleep(Duration::from_millis(50));

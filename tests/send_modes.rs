@@ -86,6 +86,64 @@ fn tiny_ssend_waits_for_the_receive_even_once_its_message_is_queued() {
     });
 }
 
+/// Crossed synchronous sends, one rank's receive posted first: rank 1's tiny
+/// `ssend` reaches rank 0 around the time rank 0 posts the receive it
+/// matches, and rank 0 then `ssend`s too (tiny, or large) before waiting on
+/// that receive. MPI matches the first `ssend` to the posted receive, so
+/// neither send may wait for the other: however the message waited at rank 0
+/// (a fastbox it landed in just after the receive was posted), the wait of a
+/// synchronous send must still let its own rank's posted receives match it.
+#[test]
+fn a_waiting_ssend_still_matches_its_ranks_posted_receives() {
+    for size in [8usize, 1 << 16] {
+        run_ok(2, move |comm| {
+            if comm.rank() == 0 {
+                let mut tiny = [0u64];
+                // Rank 1's ssend is in flight (or waiting) by now.
+                sleep(Duration::from_millis(20));
+                comm.scope(|s| {
+                    let r = s.irecv(&mut tiny, 1, 0)?;
+                    comm.ssend(&vec![7u8; size], 1, 1)?;
+                    r.wait()
+                })?;
+                assert_eq!(tiny, [9]);
+            } else {
+                comm.ssend(&[9u64], 0, 0)?;
+                let mut inc = vec![0u8; size];
+                comm.recv(&mut inc, 0, 1)?;
+                assert!(inc.iter().all(|&b| b == 7));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// As above with `detach_buffer` waiting for rank 1 to receive a buffered
+/// send, while rank 1's `ssend` waits for rank 0's posted receive.
+#[test]
+fn a_detach_waiting_for_delivery_still_matches_its_ranks_posted_receives() {
+    run_ok(2, |comm| {
+        if comm.rank() == 0 {
+            let mut tiny = [0u64];
+            comm.attach_buffer(100 + BSEND_OVERHEAD)?;
+            sleep(Duration::from_millis(20));
+            comm.scope(|s| {
+                let r = s.irecv(&mut tiny, 1, 0)?;
+                comm.bsend(&[7u8; 100], 1, 1)?;
+                comm.detach_buffer()?;
+                r.wait()
+            })?;
+            assert_eq!(tiny, [9]);
+        } else {
+            comm.ssend(&[9u64], 0, 0)?;
+            let mut inc = [0u8; 100];
+            comm.recv(&mut inc, 0, 1)?;
+            assert_eq!(inc, [7; 100]);
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn issend_request_stays_pending_until_the_receive_is_posted() {
     let posted = Arc::new(AtomicBool::new(false));

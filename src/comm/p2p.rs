@@ -367,7 +367,9 @@ impl Comm {
     /// Detaches the buffer (`MPI_Buffer_detach`), waiting until every message
     /// stored in it has been delivered; returns its size.
     pub fn detach_buffer(&self) -> Result<usize> {
-        let size = self.world.bsend[self.me()].detach(&self.world.live)?;
+        // Progress meanwhile: a receiver of the stored messages may first wait
+        // for this rank to match its own synchronous send.
+        let size = self.world.bsend[self.me()].detach(&self.world.live, || self.progress())?;
         if let Some(mpi) = &self.world.mpi {
             mpi.resize_bsend(self.world_rank(), 0)?;
         }
@@ -668,7 +670,11 @@ impl Comm {
             return self.cluster_wait(None, || done.outcome().map(|r| r.map(drop)));
         }
         let to = dest.local.expect("embedded peers are local");
-        match done.wait(&self.world.live, dest) {
+        // Draining this rank's own fastboxes and rings meanwhile: its receives
+        // posted earlier may match a waiting synchronous send there, whose
+        // sender may be the one this send waits for (see `Shm::wait_sync`).
+        let (shm, me) = (&self.world.shm, self.me());
+        match done.wait(&self.world.live, dest, || shm.progress(me)) {
             Ok(_) => Ok(()),
             Err(e) if self.world.shm.cancel_send(to, done) => Err(e),
             Err(_) => {

@@ -35,8 +35,13 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let sizes: Vec<String> = args.sizes.iter().map(usize::to_string).collect();
     // The raw window tests the run asks for, and the ping-pongs.
-    let windows = ["bw", "bibw"].into_iter().filter(|w| args.tests.iter().any(|t| t == w));
-    let tests = std::iter::once("latency").chain(windows).collect::<Vec<_>>().join(",");
+    let windows = ["bw", "bibw"]
+        .into_iter()
+        .filter(|w| args.tests.iter().any(|t| t == w));
+    let tests = std::iter::once("latency")
+        .chain(windows)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut cmd = Command::new(mpirun);
     cmd.args(["-n", "2", "--bind-to", "core"])
         .arg(exe)
