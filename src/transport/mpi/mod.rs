@@ -1324,12 +1324,16 @@ impl Mpi {
     }
 
     /// Tests registered receive `id` of world rank `me` when it has an
-    /// `MPI_Irecv` posted (withdrawn for a ready send, or offered to one), and
-    /// completes it if that has arrived: the poll of a wait between full
-    /// progress passes, one `MPI_Test` where a pass costs several MPI calls.
+    /// `MPI_Irecv` posted (on its lane, withdrawn for a ready send, or offered
+    /// to one) up to `tries` times, and completes it if that has arrived: the
+    /// poll of a wait between full progress passes, one `MPI_Test` where a
+    /// pass costs several MPI calls. The registry stays locked and the receive
+    /// found across the tries: locking and searching per test made an 8-byte
+    /// ready-send ping-pong between two processes about 0.02 µs slower per
+    /// message (12 alternating runs: median 0.465 against 0.443 µs).
     /// `Some(done)`, or `None` when the receive has no request of its own (or
     /// the registry is busy): then only full progress can fill it.
-    pub fn test_posted(&self, me: usize, id: u64) -> Result<Option<bool>> {
+    pub fn test_posted(&self, me: usize, id: u64, tries: u32) -> Result<Option<bool>> {
         let t = me % self.threads;
         let Ok(mut registry) = self.pending[t].try_lock() else {
             return Ok(None);
@@ -1337,22 +1341,23 @@ impl Mpi {
         let Some(i) = registry.receives.iter().position(|p| p.id == id) else {
             return Ok(None);
         };
-        let outcome = {
+        let outcome = 'tested: {
             let Registry { receives, pool, .. } = &mut *registry;
             let p = &mut receives[i];
-            if let Some(lane) = p.lane.as_mut() {
-                let Some(bytes) = lane.test()? else {
-                    return Ok(Some(false));
-                };
-                self.lane_arrived(t, p, pool, bytes)
-            } else if p.ready.is_some() {
-                let Settled::Done(outcome) = self.settle_ready(t, p, true)? else {
-                    return Ok(Some(false));
-                };
-                outcome
-            } else {
-                return Ok(None);
+            for _ in 0..tries {
+                if let Some(lane) = p.lane.as_mut() {
+                    if let Some(bytes) = lane.test()? {
+                        break 'tested self.lane_arrived(t, p, pool, bytes);
+                    }
+                } else if p.ready.is_some() {
+                    if let Settled::Done(outcome) = self.settle_ready(t, p, true)? {
+                        break 'tested outcome;
+                    }
+                } else {
+                    return Ok(None);
+                }
             }
+            return Ok(Some(false));
         };
         take(&mut registry.receives, i).done.complete(outcome);
         self.refresh_offers(t, &mut registry)?;
