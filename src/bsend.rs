@@ -15,7 +15,8 @@ use crate::{Error, Result, BSEND_OVERHEAD};
 /// Smallest stored copy whose allocation is kept for the next one. An
 /// allocation this large comes fresh from the kernel (glibc maps blocks above
 /// 128 KiB by default), and copying into untouched pages faults on every 4 KiB:
-/// a 4 MiB buffered send took 2–10x a standard one's time. Smaller copies come
+/// a 4 MiB buffered send took 2–10x a standard one's time, where its second
+/// copy accounts for 2x. Smaller copies come
 /// from the allocator's caches, where a pool would only add a lock.
 const RECYCLED: usize = 64 * 1024;
 

@@ -115,7 +115,7 @@ impl Mpi {
     pub fn cancel(&self, _: usize, _: u64) -> Result<bool> {
         match *self {}
     }
-    pub fn test_posted(&self, _: usize, _: u64, _: u32) -> Result<Option<bool>> {
+    pub fn test_posted(&self, _: usize, _: u64, _: u32) -> Result<()> {
         match *self {}
     }
     pub fn parked(&self, _: usize) -> bool {
