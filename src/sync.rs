@@ -1,8 +1,9 @@
 //! Waiting: spin briefly, then park; every wait also watches for a failed rank,
 //! so no rank hangs when another dies.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
@@ -162,6 +163,14 @@ impl Liveness {
 /// tiny receive's path, completing costs two atomic read-modify-writes, where
 /// a `OnceLock` for the outcome plus separate done and sleeping flags cost
 /// three and a call into `Once`.
+///
+/// Shared completions come from a per-thread list of finished ones
+/// ([`Completion::shared`]; a scope hands its finished requests' back with
+/// [`Completion::recycle`]): an allocation and a free per request were a tenth
+/// of a window of 64 `irecv`s and 64 `isend`s both ways (8 B, 0.33–0.36 µs per
+/// message before, 0.29–0.32 after), and 0.02 µs of an 8-byte ready-send
+/// ping-pong between two processes (median 0.458 against 0.435 µs, 8
+/// alternating runs).
 #[derive(Debug, Default)]
 pub(crate) struct Completion {
     /// [`CLAIMED`], [`DONE`], [`FAILED`] and [`SLEEPING`] bits.
@@ -175,6 +184,13 @@ pub(crate) struct Completion {
     sleeper: Mutex<Option<Thread>>,
 }
 
+thread_local! {
+    /// Completions whose operations are over, for the next ones of this thread.
+    static RECYCLED: RefCell<Vec<Arc<Completion>>> = const { RefCell::new(Vec::new()) };
+}
+/// Most completions a thread keeps for reuse.
+const RECYCLED_MAX: usize = 256;
+
 /// A completer has claimed the completion: later completions are ignored.
 const CLAIMED: u8 = 1;
 /// The outcome is stored.
@@ -185,9 +201,24 @@ const FAILED: u8 = 4;
 const SLEEPING: u8 = 8;
 
 impl Completion {
-    /// A fresh pending completion.
-    pub fn new() -> Self {
-        Self::default()
+    /// A fresh pending completion to share, from this thread's recycled ones
+    /// when it has any (see [`recycle`](Self::recycle)).
+    pub fn shared() -> Arc<Completion> {
+        RECYCLED.with(|r| r.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Keeps `done` for [`shared`](Self::shared) when this was its last
+    /// reference (its operation is over and nobody else can see it).
+    pub fn recycle(mut done: Arc<Completion>) {
+        if let Some(c) = Arc::get_mut(&mut done) {
+            *c = Completion::default();
+            RECYCLED.with(|r| {
+                let mut r = r.borrow_mut();
+                if r.len() < RECYCLED_MAX {
+                    r.push(done);
+                }
+            });
+        }
     }
 
     /// Whether the operation has completed.
@@ -378,11 +409,29 @@ fn unpark_all(threads: &Mutex<Vec<Thread>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{mpsc, Arc};
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_completion_is_reused_only_once_nobody_else_holds_it() {
+        let a = Completion::shared();
+        a.complete(Ok(Status::new(3, 4, 5)));
+        let held = a.clone();
+        Completion::recycle(a); // another reference remains: not kept
+        let b = Completion::shared();
+        assert!(!Arc::ptr_eq(&b, &held));
+        let at = Arc::as_ptr(&held);
+        Completion::recycle(held); // the last reference: kept, and reset
+        let c = Completion::shared();
+        assert_eq!(Arc::as_ptr(&c), at);
+        assert!(!c.is_done());
+        assert_eq!(c.outcome(), None);
+        c.complete(Ok(Status::new(6, 7, 8)));
+        assert_eq!(c.outcome(), Some(Ok(Status::new(6, 7, 8))));
+    }
 
     #[test]
     fn the_first_completion_wins_and_its_status_comes_back_whole() {
-        let done = Completion::new();
+        let done = Completion::default();
         assert!(!done.is_done());
         assert_eq!(done.outcome(), None);
         let st = Status {
@@ -399,7 +448,7 @@ mod tests {
 
     #[test]
     fn an_error_outcome_comes_back_as_the_same_error() {
-        let done = Completion::new();
+        let done = Completion::default();
         done.complete(Err(Error::PeerFinished { rank: 3 }));
         done.complete(Ok(Status::default()));
         assert_eq!(done.outcome(), Some(Err(Error::PeerFinished { rank: 3 })));
@@ -408,7 +457,7 @@ mod tests {
     #[test]
     fn a_parked_waiter_returns_the_outcome_once_completed() {
         let live = Arc::new(Liveness::new(1, 2));
-        let done = Arc::new(Completion::new());
+        let done = Arc::new(Completion::default());
         let (tx, rx) = mpsc::channel();
         let (l, d) = (live.clone(), done.clone());
         std::thread::spawn(move || {

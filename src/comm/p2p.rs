@@ -524,7 +524,7 @@ impl Comm {
                     return Ok(Posted::Done(dst.fill(body.bytes(), &env)));
                 }
             }
-            let done = Arc::new(Completion::new());
+            let done = Completion::shared();
             let id = mpi.post(me, pat, group, rank_of, dst, done.clone(), None);
             return Ok(Posted::Pending {
                 id: RecvId {

@@ -298,7 +298,10 @@ impl<'s, 'env> Scope<'s, 'env> {
         for op in self.outstanding.borrow_mut().drain(..) {
             match op {
                 Outstanding::Send { done, .. } | Outstanding::Recv { done, .. }
-                    if done.is_done() => {}
+                    if done.is_done() =>
+                {
+                    Completion::recycle(done)
+                }
                 Outstanding::SyncSend { dest, n } => {
                     let _ = self.comm.settle_sync(dest, n);
                 }

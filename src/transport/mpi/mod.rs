@@ -753,7 +753,7 @@ impl Mpi {
         if req.test_status()?.is_some() {
             return Ok(SendOutcome::Done);
         }
-        let done = Arc::new(Completion::new());
+        let done = Completion::shared();
         self.sends[from % self.threads]
             .lock()
             .unwrap_or_else(|e| e.into_inner())

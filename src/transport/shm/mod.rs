@@ -655,7 +655,7 @@ impl Shm {
                 (body, data.len(), SendOutcome::Done)
             }
             Mode::Standard | Mode::Synchronous => {
-                let done = Arc::new(Completion::new());
+                let done = Completion::shared();
                 let body = Body::Borrowed {
                     src: SendPtr(data.as_ptr(), data.len()),
                     done: done.clone(),
@@ -697,7 +697,7 @@ impl Shm {
         let (credit, done) = if inbox.credit_used[from] + len <= self.credit {
             (len, None)
         } else {
-            (0, Some(Arc::new(Completion::new())))
+            (0, Some(Completion::shared()))
         };
         let outcome = match &done {
             Some(d) => SendOutcome::Pending(d.clone()),
@@ -745,7 +745,7 @@ impl Shm {
         }
         let id = inbox.next_recv_id;
         inbox.next_recv_id += 1;
-        let done = Arc::new(Completion::new());
+        let done = Completion::shared();
         inbox.matcher.push_posted(
             pat,
             Posted {
