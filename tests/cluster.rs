@@ -55,6 +55,14 @@ const CASES: &[(&str, Case)] = &[
         "a_cancelled_offered_receive_refuses_rsend",
         a_cancelled_offered_receive_refuses_rsend,
     ),
+    (
+        "a_window_of_ready_sends_lands_in_posting_order",
+        a_window_of_ready_sends_lands_in_posting_order,
+    ),
+    (
+        "rsend_behind_a_cancelled_queued_receive_is_refused",
+        rsend_behind_a_cancelled_queued_receive_is_refused,
+    ),
     ("probes_and_matched_probes", probes_and_matched_probes),
     ("truncation_and_cancel", truncation_and_cancel),
     (
@@ -973,6 +981,86 @@ fn a_cancelled_offered_receive_refuses_rsend(comm: &Comm) -> courier::Result<()>
         comm.send(&[0u8], 0, 20)?;
         comm.recv::<u8>(&mut [0], 0, 20)?; // answers rank 0's query meanwhile
         assert_eq!(v, [0], "a cancelled receive was written");
+        assert_eq!(
+            comm.iprobe(0, ANY_TAG)?,
+            None,
+            "a refused ready send delivered"
+        );
+    }
+    Ok(())
+}
+
+/// A window of receives posted at once, filled by back-to-back ready sends,
+/// blocking then nonblocking: the receiver offers one receive at a time, so
+/// a send that finds the next offer not raised yet asks instead; every
+/// message lands in the receive posting order gives it.
+fn a_window_of_ready_sends_lands_in_posting_order(comm: &Comm) -> courier::Result<()> {
+    const W: u64 = 16;
+    let last = comm.size() - 1;
+    first_rsend(comm, last, 44)?;
+    for round in 0..4u64 {
+        let data = |j: u64| [round * 100 + j, j];
+        if comm.rank() == 0 {
+            comm.recv::<u8>(&mut [0], last, 20)?;
+            if round % 2 == 0 {
+                for j in 0..W {
+                    comm.rsend(&data(j), last, 44)?;
+                }
+            } else {
+                let msgs: Vec<[u64; 2]> = (0..W).map(data).collect();
+                comm.scope(|s| {
+                    let mut reqs = msgs
+                        .iter()
+                        .map(|m| s.irsend(m, last, 44))
+                        .collect::<courier::Result<Vec<_>>>()?;
+                    wait_all(&mut reqs).map(drop)
+                })?;
+            }
+        } else if comm.rank() == last {
+            let mut bufs = vec![[0u64; 2]; W as usize];
+            comm.scope(|s| {
+                let mut reqs = bufs
+                    .iter_mut()
+                    .map(|b| s.irecv(b, 0, 44))
+                    .collect::<courier::Result<Vec<_>>>()?;
+                comm.send(&[0u8], 0, 20)?;
+                wait_all(&mut reqs).map(drop)
+            })?;
+            let want: Vec<[u64; 2]> = (0..W).map(data).collect();
+            assert_eq!(bufs, want, "round {round}");
+        }
+    }
+    Ok(())
+}
+
+/// A receive queued behind an offered one (same sender, same tag) and then
+/// cancelled is never offered: the ready send into the offered receive lands,
+/// and the ready sends after it are refused, the second as the first. Nothing
+/// else is delivered.
+fn rsend_behind_a_cancelled_queued_receive_is_refused(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    first_rsend(comm, last, 45)?;
+    if comm.rank() == 0 {
+        comm.recv::<u8>(&mut [0], last, 20)?;
+        comm.rsend(&[1u64], last, 45)?;
+        for attempt in 0..2 {
+            match comm.rsend(&[2u64], last, 45) {
+                Err(Error::NotReady { dest, tag }) => assert_eq!((dest, tag), (last, 45)),
+                other => panic!("attempt {attempt}: rsend behind a cancelled receive: {other:?}"),
+            }
+        }
+        comm.send(&[1u8], last, 20)?;
+    } else if comm.rank() == last {
+        let (mut v, mut w) = ([0u64], [0u64]);
+        comm.scope(|s| {
+            let first = s.irecv(&mut v, 0, 45)?;
+            let mut second = s.irecv(&mut w, 0, 45)?;
+            assert!(second.cancel()?, "a receive behind an offer cancels");
+            comm.send(&[0u8], 0, 20)?;
+            first.wait().map(drop)
+        })?;
+        comm.recv::<u8>(&mut [0], 0, 20)?; // answers rank 0's queries meanwhile
+        assert_eq!((v, w), ([1], [0]), "what the receives hold");
         assert_eq!(
             comm.iprobe(0, ANY_TAG)?,
             None,
