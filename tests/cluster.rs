@@ -769,10 +769,11 @@ fn ssend_completes_only_once_the_receive_is_posted(comm: &Comm) -> courier::Resu
 fn rsend_without_a_posted_receive_is_not_ready(comm: &Comm) -> courier::Result<()> {
     let last = comm.size() - 1;
     if comm.rank() == 0 {
-        match comm.rsend(&[7u64], last, 9) {
-            Err(Error::NotReady { dest, tag }) => assert_eq!((dest, tag), (last, 9)),
-            other => panic!("rsend without a posted receive: {other:?}"),
-        }
+        assert_not_ready(
+            comm.rsend(&[7u64], last, 9),
+            (last, 9),
+            "without a posted receive",
+        );
         comm.send(&[1u8], last, 2)?;
         comm.recv::<u8>(&mut [0], last, 3)?;
         comm.rsend(&[8u64], last, 9)?;
@@ -823,6 +824,15 @@ fn rsend_into_a_blocking_recv(comm: &Comm) -> courier::Result<()> {
         assert_eq!(small, [0; 4], "a truncated ready receive wrote the buffer");
     }
     Ok(())
+}
+
+/// Asserts that a ready send `what` was refused as `NotReady` for (dest, tag)
+/// `to`.
+fn assert_not_ready(sent: courier::Result<()>, to: (usize, i32), what: &str) {
+    match sent {
+        Err(Error::NotReady { dest, tag }) => assert_eq!((dest, tag), to, "rsend {what}"),
+        other => panic!("rsend {what}: {other:?}"),
+    }
 }
 
 /// Rank 0's first ready send to `last`, on tag `tag`: answered by the query
@@ -966,10 +976,11 @@ fn a_cancelled_offered_receive_refuses_rsend(comm: &Comm) -> courier::Result<()>
     first_rsend(comm, last, 41)?;
     if comm.rank() == 0 {
         comm.recv::<u8>(&mut [0], last, 20)?;
-        match comm.rsend(&[9u64], last, 41) {
-            Err(Error::NotReady { dest, tag }) => assert_eq!((dest, tag), (last, 41)),
-            other => panic!("rsend into a cancelled receive: {other:?}"),
-        }
+        assert_not_ready(
+            comm.rsend(&[9u64], last, 41),
+            (last, 41),
+            "into a cancelled receive",
+        );
         comm.send(&[1u8], last, 20)?;
     } else if comm.rank() == last {
         let mut v = [0u64];
@@ -1043,11 +1054,9 @@ fn rsend_behind_a_cancelled_queued_receive_is_refused(comm: &Comm) -> courier::R
     if comm.rank() == 0 {
         comm.recv::<u8>(&mut [0], last, 20)?;
         comm.rsend(&[1u64], last, 45)?;
-        for attempt in 0..2 {
-            match comm.rsend(&[2u64], last, 45) {
-                Err(Error::NotReady { dest, tag }) => assert_eq!((dest, tag), (last, 45)),
-                other => panic!("attempt {attempt}: rsend behind a cancelled receive: {other:?}"),
-            }
+        for _ in 0..2 {
+            let refused = comm.rsend(&[2u64], last, 45);
+            assert_not_ready(refused, (last, 45), "behind a cancelled receive");
         }
         comm.send(&[1u8], last, 20)?;
     } else if comm.rank() == last {
