@@ -44,6 +44,15 @@ impl Pattern {
             && self.tag.is_none_or(|t| t == env.tag)
     }
 
+    /// Whether every message `other` accepts, this pattern accepts too.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub fn covers(&self, other: &Pattern) -> bool {
+        fn within<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
+            a.is_none() || a == b
+        }
+        self.ctx == other.ctx && within(self.source, other.source) && within(self.tag, other.tag)
+    }
+
     /// Whether some message could satisfy both patterns.
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub fn overlaps(&self, other: &Pattern) -> bool {
@@ -123,24 +132,36 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Every envelope the patterns below can tell apart.
+    fn envelopes() -> impl Iterator<Item = Envelope> {
+        (0..2).flat_map(|ctx| {
+            (0..3).flat_map(move |source| (0..3).map(move |tag| Envelope { ctx, source, tag }))
+        })
+    }
+
+    fn pattern() -> impl Strategy<Value = Pattern> {
+        (
+            0u32..2,
+            proptest::option::of(0usize..3),
+            proptest::option::of(0i32..3),
+        )
+            .prop_map(|(ctx, source, tag)| Pattern { ctx, source, tag })
+    }
+
     proptest! {
         /// Two patterns overlap exactly when some envelope satisfies both.
         #[test]
-        fn patterns_overlap_iff_an_envelope_matches_both(
-            a in (0u32..2, proptest::option::of(0usize..3), proptest::option::of(0i32..3)),
-            b in (0u32..2, proptest::option::of(0usize..3), proptest::option::of(0i32..3)),
-        ) {
-            let pa = Pattern { ctx: a.0, source: a.1, tag: a.2 };
-            let pb = Pattern { ctx: b.0, source: b.1, tag: b.2 };
-            let both = (0..2).any(|ctx| {
-                (0..3).any(|source| {
-                    (0..3).any(|tag| {
-                        let env = Envelope { ctx, source, tag };
-                        pa.matches(&env) && pb.matches(&env)
-                    })
-                })
-            });
+        fn patterns_overlap_iff_an_envelope_matches_both(pa in pattern(), pb in pattern()) {
+            let both = envelopes().any(|env| pa.matches(&env) && pb.matches(&env));
             prop_assert_eq!(pa.overlaps(&pb), both);
+        }
+
+        /// A pattern covers another exactly when it accepts every envelope the
+        /// other accepts.
+        #[test]
+        fn a_pattern_covers_another_iff_it_accepts_all_it_accepts(pa in pattern(), pb in pattern()) {
+            let all = envelopes().all(|env| !pb.matches(&env) || pa.matches(&env));
+            prop_assert_eq!(pa.covers(&pb), all);
         }
     }
 
@@ -156,13 +177,7 @@ mod tests {
             source,
             tag,
         });
-        let pat = (
-            0u32..2,
-            proptest::option::of(0usize..3),
-            proptest::option::of(0i32..3),
-        )
-            .prop_map(|(ctx, source, tag)| Pattern { ctx, source, tag });
-        prop_oneof![pat.prop_map(Op::Post), env.prop_map(Op::Arrive)]
+        prop_oneof![pattern().prop_map(Op::Post), env.prop_map(Op::Arrive)]
     }
 
     /// Runs the ops; returns posted patterns, arrived envelopes, and the matches

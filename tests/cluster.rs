@@ -86,6 +86,14 @@ const CASES: &[(&str, Case)] = &[
         "lane_posted_receives_keep_courier_semantics",
         lane_posted_receives_keep_courier_semantics,
     ),
+    (
+        "a_receive_behind_a_waiting_any_source_receive_completes",
+        a_receive_behind_a_waiting_any_source_receive_completes,
+    ),
+    (
+        "a_ready_send_behind_a_waiting_any_source_receive_lands",
+        a_ready_send_behind_a_waiting_any_source_receive_lands,
+    ),
 ];
 
 /// Layouts: (processes, threads per process).
@@ -620,6 +628,65 @@ fn any_source_sees_both_transports_in_order(comm: &Comm) -> courier::Result<()> 
         for i in 0..K {
             comm.send(&[comm.rank() as u64, i], 0, 3)?;
         }
+    }
+    Ok(())
+}
+
+/// MPI gives a message to the first posted receive that matches it, however
+/// long an earlier receive that does not match it keeps waiting. Here an
+/// `ANY_SOURCE` receive for tag 7 waits while the receive posted after it,
+/// from rank 0 with any tag, is sent tag 5: the second completes first, and
+/// the tag-7 message that fills the first is sent only after that.
+fn a_receive_behind_a_waiting_any_source_receive_completes(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        comm.send(&[5u64], last, 5)?;
+        comm.recv::<u8>(&mut [0], last, 20)?;
+        comm.send(&[7u64], last, 7)?;
+    } else if comm.rank() == last {
+        let (mut first, mut second) = ([0u64], [0u64]);
+        comm.scope(|s| {
+            let waiting = s.irecv(&mut first, ANY_SOURCE, 7)?;
+            let behind = s.irecv(&mut second, 0, ANY_TAG)?;
+            let st = behind.wait()?;
+            assert_eq!((st.source, st.tag), (0, 5), "the receive behind");
+            comm.send(&[0u8], 0, 20)?;
+            let st = waiting.wait()?;
+            assert_eq!((st.source, st.tag), (0, 7), "the waiting receive");
+            Ok(())
+        })?;
+        assert_eq!((first, second), ([7], [5]));
+    }
+    Ok(())
+}
+
+/// A ready send is refused only when no receive is free for it. The receiver
+/// posts an `ANY_SOURCE` receive for tag 7 (which waits), a receive from rank
+/// 0 with any tag, and a receive from rank 0 for tag 5. Rank 0 sends tag 5,
+/// which the second receive takes, then ready-sends tag 5, which must land in
+/// the third: the earlier standard message is not a reason to refuse it.
+fn a_ready_send_behind_a_waiting_any_source_receive_lands(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    if comm.rank() == 0 {
+        comm.recv::<u8>(&mut [0], last, 20)?;
+        comm.send(&[1u64], last, 5)?;
+        comm.rsend(&[2u64], last, 5)?;
+        comm.recv::<u8>(&mut [0], last, 20)?;
+        comm.send(&[3u64], last, 7)?;
+    } else if comm.rank() == last {
+        let mut bufs = [[0u64]; 3];
+        let [first, second, third] = &mut bufs;
+        comm.scope(|s| {
+            let waiting = s.irecv(first, ANY_SOURCE, 7)?;
+            let standard = s.irecv(second, 0, ANY_TAG)?;
+            let ready = s.irecv(third, 0, 5)?;
+            comm.send(&[0u8], 0, 20)?;
+            standard.wait()?;
+            ready.wait()?;
+            comm.send(&[0u8], 0, 20)?;
+            waiting.wait().map(drop)
+        })?;
+        assert_eq!(bufs, [[3], [1], [2]], "(tag-7, standard, ready) receives");
     }
     Ok(())
 }

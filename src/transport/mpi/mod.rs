@@ -1185,9 +1185,11 @@ impl Mpi {
             ..
         } = &mut *registry;
         // Patterns of receives that took nothing in this pass. A later receive
-        // that overlaps one must not claim in this pass: a message arriving
-        // between the two probes belongs to the earlier receive (posting order).
-        // It also spares a window of like receives one probe each per pass.
+        // that overlaps one looks before it claims, and leaves a message the
+        // earlier one accepts: it may have arrived between the two probes, and
+        // belongs to the earlier receive (posting order). One that an earlier
+        // pattern covers does not probe at all, which spares a window of like
+        // receives one probe each per pass.
         unfilled.clear();
         let mut completed = false;
         let mut i = 0;
@@ -1228,10 +1230,12 @@ impl Mpi {
                 continue;
             }
             let pat = pending[i].pat;
-            let found = if unfilled.iter().any(|u| u.overlaps(&pat)) {
-                None
+            let found = if unfilled.iter().any(|u| u.covers(&pat)) {
+                None // all it could take is an earlier receive's
+            } else if unfilled.iter().any(|u| u.overlaps(&pat)) {
+                self.claim(t, &pending[i], unfilled)?
             } else {
-                self.claim(t, &pending[i])?
+                self.claim(t, &pending[i], &[])?
             };
             let Some((msg, env, a)) = found else {
                 unfilled.push(pat);
@@ -1546,20 +1550,26 @@ impl Mpi {
     }
 
     /// Claims (`MPI_Improbe`) the first message from another process that `p`
-    /// accepts, with its envelope; counts it as received on its lane.
-    fn claim(&self, t: usize, p: &Pending) -> Result<Option<(Message, Envelope, Arrived)>> {
-        self.probe_lanes(t, &p.pat, p.senders.borrow(), true)
+    /// accepts and no pattern in `earlier` does, with its envelope; counts it
+    /// as received on its lane.
+    fn claim(
+        &self,
+        t: usize,
+        p: &Pending,
+        earlier: &[Pattern],
+    ) -> Result<Option<(Message, Envelope, Arrived)>> {
+        let how = Probe::Claim { earlier };
+        self.probe_lanes(t, &p.pat, p.senders.borrow(), how)
             .map(|found| found.map(|(m, env, a)| (m.expect("claimed"), env, a)))
     }
 
-    /// Probes the lanes into thread `t` that `pat` covers: claims with
-    /// `MPI_Improbe` when `claim`, else looks with `MPI_Iprobe`.
+    /// Probes the lanes into thread `t` that `pat` covers, as `how` says.
     fn probe_lanes(
         &self,
         t: usize,
         pat: &Pattern,
         senders: Senders<&HashMap<usize, usize>>,
-        claim: bool,
+        how: Probe<'_>,
     ) -> Result<Option<(Option<Message>, Envelope, Arrived)>> {
         let lanes = self.lanes(pat.ctx);
         // SAFETY: reading constants exported by mpi-sys.
@@ -1583,21 +1593,21 @@ impl Mpi {
         for k in 0..n {
             let s = (first + k) % self.threads;
             let comm = lanes.comms[s * self.threads + t].0;
-            let found = if claim {
-                improbe(src, tag, comm, "MPI_Improbe")?.map(|(m, st)| (Some(m), st))
-            } else {
-                iprobe(src, tag, comm, "MPI_Iprobe")?.map(|st| (None, st))
+            let found = match how {
+                Probe::Claim { earlier: [] } => {
+                    improbe(src, tag, comm, "MPI_Improbe")?.map(|(m, st)| (Some(m), st))
+                }
+                _ => iprobe(src, tag, comm, "MPI_Iprobe")?.map(|st| (None, st)),
             };
-            let Some((msg, st)) = found else {
+            let Some((mut msg, mut st)) = found else {
                 continue;
             };
             let q = lanes.process_of[st.MPI_SOURCE as usize];
-            if claim || st.MPI_TAG == MARKER_TAG {
-                tally(self.lane_entry(&lanes.received, s, t, q));
-            }
+            let received = self.lane_entry(&lanes.received, s, t, q);
             if st.MPI_TAG == MARKER_TAG {
                 // A ready send's marker (only ANY_TAG probes see one): set it
                 // aside for the query it announces, and look at this lane again.
+                tally(received);
                 let m = match msg {
                     Some(msg) => mrecv_marker(msg)?,
                     None => claim_marker(comm, st.MPI_SOURCE)?.expect("just probed"),
@@ -1607,18 +1617,36 @@ impl Mpi {
                     .unwrap_or_else(|e| e.into_inner())
                     .markers
                     .insert((q, m));
-                return self.probe_lanes(t, pat, senders, claim);
+                return self.probe_lanes(t, pat, senders, how);
             }
-            let a = arrived(&st);
             let source = senders
                 .rank(q * self.threads + s)
                 .expect("a message on a context comes from a member of its communicator");
             let env = Envelope {
                 ctx: pat.ctx,
                 source,
-                tag: a.tag,
+                tag: st.MPI_TAG,
             };
-            return Ok(Some((msg, env, a)));
+            if let Probe::Claim { earlier } = how {
+                if msg.is_none() {
+                    // Looked first: the lane's first message for `pat` belongs
+                    // to an earlier receive that accepts it. Otherwise it is
+                    // claimed; any message on this lane with its source and
+                    // tag is accepted alike, should another thread of the
+                    // rank have claimed it meanwhile.
+                    if earlier.iter().any(|e| e.matches(&env)) {
+                        continue;
+                    }
+                    let Some((m, claimed)) =
+                        improbe(st.MPI_SOURCE, st.MPI_TAG, comm, "MPI_Improbe")?
+                    else {
+                        continue;
+                    };
+                    (msg, st) = (Some(m), claimed);
+                }
+                tally(received);
+            }
+            return Ok(Some((msg, env, arrived(&st))));
         }
         Ok(None)
     }
@@ -1632,7 +1660,7 @@ impl Mpi {
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<Status>> {
         let senders = Senders::of(pat, group, || rank_of);
-        let found = self.probe_lanes(me % self.threads, pat, senders, false)?;
+        let found = self.probe_lanes(me % self.threads, pat, senders, Probe::Look)?;
         Ok(found.map(|(_, env, a)| Status::new(env.source, env.tag, a.bytes)))
     }
 
@@ -1646,7 +1674,8 @@ impl Mpi {
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<(Envelope, Vec<u8>)>> {
         let senders = Senders::of(pat, group, || rank_of);
-        match self.probe_lanes(me % self.threads, pat, senders, true)? {
+        let how = Probe::Claim { earlier: &[] };
+        match self.probe_lanes(me % self.threads, pat, senders, how)? {
             Some((Some(msg), env, a)) => Ok(Some((env, mrecv_vec(msg, a.bytes)?))),
             _ => Ok(None),
         }
@@ -2187,6 +2216,17 @@ enum Settled {
     Waiting,
     /// Its offer was withdrawn: it is a plain registered receive again.
     Plain,
+}
+
+/// How [`Mpi::probe_lanes`] probes.
+#[derive(Clone, Copy)]
+enum Probe<'a> {
+    /// `MPI_Iprobe` only.
+    Look,
+    /// Claims with `MPI_Improbe` the first message that no pattern in
+    /// `earlier` (earlier receives still waiting) accepts; with some, it looks
+    /// with `MPI_Iprobe` first.
+    Claim { earlier: &'a [Pattern] },
 }
 
 /// The offer of receive `p`, with its lane's `count`.
