@@ -94,6 +94,10 @@ const CASES: &[(&str, Case)] = &[
         "a_ready_send_behind_a_waiting_any_source_receive_lands",
         a_ready_send_behind_a_waiting_any_source_receive_lands,
     ),
+    (
+        "a_message_claimed_for_a_filled_any_source_receive_goes_to_the_next",
+        a_message_claimed_for_a_filled_any_source_receive_goes_to_the_next,
+    ),
 ];
 
 /// Layouts: (processes, threads per process).
@@ -687,6 +691,61 @@ fn a_ready_send_behind_a_waiting_any_source_receive_lands(comm: &Comm) -> courie
             waiting.wait().map(drop)
         })?;
         assert_eq!(bufs, [[3], [1], [2]], "(tag-7, standard, ready) receives");
+    }
+    Ok(())
+}
+
+/// An `ANY_SOURCE` receive is posted on both transports, so a message from
+/// another process can be claimed for it just as a rank of its own process
+/// fills it. The claimed message then belongs to the next receive that
+/// accepts it. Each round, the receiver posts `ANY_SOURCE`, from rank 0, and
+/// `ANY_SOURCE` again (all tag 1); rank 0 sends two numbered messages and the
+/// rank before the receiver one (of the receiver's process when it has two
+/// threads). The receive from rank 0 must hold one of rank 0's, and rank 0's
+/// two must land in the order they were sent.
+fn a_message_claimed_for_a_filled_any_source_receive_goes_to_the_next(
+    comm: &Comm,
+) -> courier::Result<()> {
+    const ROUNDS: u64 = 300;
+    if comm.size() < 3 {
+        return Ok(()); // rank 0 would be both senders
+    }
+    let (last, other) = (comm.size() - 1, comm.size() - 2);
+    for round in 0..ROUNDS {
+        if comm.rank() == 0 {
+            comm.recv::<u8>(&mut [0], last, 20)?;
+            comm.send(&[0, 2 * round], last, 1)?;
+            comm.send(&[0, 2 * round + 1], last, 1)?;
+        }
+        if comm.rank() == other {
+            comm.recv::<u8>(&mut [0], last, 20)?;
+            comm.send(&[other as u64, round], last, 1)?;
+        }
+        if comm.rank() == last {
+            let mut bufs = [[0u64; 2]; 3];
+            let [first, named, third] = &mut bufs;
+            comm.scope(|s| {
+                let mut reqs = vec![
+                    s.irecv(first, ANY_SOURCE, 1)?,
+                    s.irecv(named, 0, 1)?,
+                    s.irecv(third, ANY_SOURCE, 1)?,
+                ];
+                comm.send(&[0u8], 0, 20)?;
+                comm.send(&[0u8], other, 20)?;
+                wait_all(&mut reqs).map(drop)
+            })?;
+            let from_0: Vec<u64> = bufs.iter().filter(|m| m[0] == 0).map(|m| m[1]).collect();
+            assert_eq!(
+                from_0,
+                [2 * round, 2 * round + 1],
+                "round {round}: {bufs:?}"
+            );
+            assert_eq!(bufs[1][0], 0, "round {round}: the receive from rank 0");
+            assert!(
+                bufs.contains(&[other as u64, round]),
+                "round {round}: {bufs:?}"
+            );
+        }
     }
     Ok(())
 }

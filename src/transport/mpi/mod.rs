@@ -27,9 +27,10 @@
 //! user's buffer. Claiming is MPI's match, so an `MPI_Ssend` completes exactly
 //! when a courier receive took it. An `ANY_SOURCE` receive is also posted in
 //! the shared-memory mailbox; if a local sender fills it while an MPI message
-//! is being claimed, the claimed message is queued in the mailbox as an
-//! arrived message (nothing is lost, and receives from that pair look there
-//! first, so FIFO holds).
+//! is being claimed, the claimed message goes to the next registered receive
+//! that accepts it, as MPI's matching would have given it, or, with none, is
+//! queued in the mailbox as an arrived message (nothing is lost, and receives
+//! from that pair look there first, so FIFO holds).
 //!
 //! A small receive from one rank with an exact tag skips the probe where MPI's
 //! own matching gives the same answer: it posts an `MPI_Irecv` on its lane
@@ -1246,11 +1247,19 @@ impl Mpi {
             let dst = p.dst.take().expect("a waiting receive holds its buffer");
             if let Some(shm_id) = p.shm_id {
                 if !shm.cancel_recv(t, shm_id) {
-                    // Filled over shared memory meanwhile: park the claimed message
-                    // in the mailbox, where the next receive will find it.
+                    // Filled over shared memory meanwhile. The claimed message
+                    // goes where MPI's matching would have put it: to the first
+                    // later receive that accepts it, else into the mailbox,
+                    // where the next receive posted finds it (or one posted
+                    // there but not registered here yet, by another thread of
+                    // the rank).
                     let data = mrecv_vec(msg, a.bytes)?;
-                    shm.park(t, env, data);
-                    self.parked[t].fetch_add(1, Relaxed);
+                    if let Some((j, outcome)) = hand_over(shm, t, pending, i, &env, &data) {
+                        take(pending, j).done.complete(outcome);
+                        completed = true;
+                    } else if shm.park(t, env, data) {
+                        self.parked[t].fetch_add(1, Relaxed);
+                    }
                     continue;
                 }
             }
@@ -2206,6 +2215,34 @@ impl MpiRequest {
         )?;
         Ok((flag != 0).then(|| arrived(&st)))
     }
+}
+
+/// Fills the first receive of thread `t` from index `from` on that accepts a
+/// message claimed for an earlier one (which shared memory filled meanwhile):
+/// its index, and its outcome. Those receives were all posted after that
+/// `ANY_SOURCE` receive, so none of them is lane-posted or offered (which
+/// [`Mpi::lane_post`] and [`Mpi::refresh_offers`] allow only when no earlier
+/// receive could take the sender's messages); one withdrawn for a ready send
+/// is spoken for, and one that shared memory fills meanwhile is passed over.
+fn hand_over(
+    shm: &Shm,
+    t: usize,
+    receives: &mut VecDeque<Pending>,
+    from: usize,
+    env: &Envelope,
+    data: &[u8],
+) -> Option<(usize, Result<Status>)> {
+    for (j, p) in receives.iter_mut().enumerate().skip(from) {
+        if p.done.is_done() || p.ready.is_some() || p.lane.is_some() || !p.pat.matches(env) {
+            continue;
+        }
+        if p.shm_id.is_some_and(|id| !shm.cancel_recv(t, id)) {
+            continue;
+        }
+        let dst = p.dst.take().expect("a waiting receive holds its buffer");
+        return Some((j, dst.fill(data, env)));
+    }
+    None
 }
 
 /// What [`Mpi::settle_ready`] found.

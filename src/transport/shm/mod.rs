@@ -819,17 +819,25 @@ impl Shm {
             .and_then(|r| r)
     }
 
-    /// Queues a message that arrived by another transport at `me` as if it had
-    /// just arrived here (it then matches like any eager message).
+    /// Delivers a message that arrived by another transport at `me` as if it
+    /// had just arrived here: into the first posted receive that accepts it,
+    /// else queued like any eager message (then `true`: it is parked).
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
-    pub fn park(&self, me: usize, env: Envelope, data: Vec<u8>) {
+    pub fn park(&self, me: usize, env: Envelope, data: Vec<u8>) -> bool {
+        let mut inbox = self.inbox(me);
+        if let Some(posted) = inbox.matcher.take_posted(&env) {
+            drop(inbox);
+            posted.done.complete(posted.dst.fill(&data, &env));
+            return false;
+        }
         let body = Body::Eager { data };
         let msg = Incoming {
             body,
             from: me,
             credit: 0,
         };
-        self.enqueue(self.inbox(me), me, env, msg);
+        self.enqueue(inbox, me, env, msg);
+        true
     }
 
     /// Bytes of eagerly buffered (copied or moved) messages waiting at `me`.
