@@ -13,7 +13,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use courier::{wait_all, Comm, Error, Runtime, ANY_SOURCE, ANY_TAG};
+use courier::{wait_all, Comm, Error, Runtime, Source, ANY_SOURCE, ANY_TAG};
 
 type Case = fn(&Comm) -> courier::Result<()>;
 
@@ -97,6 +97,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "a_message_claimed_for_a_filled_any_source_receive_goes_to_the_next",
         a_message_claimed_for_a_filled_any_source_receive_goes_to_the_next,
+    ),
+    (
+        "a_ready_send_races_a_local_sender_for_any_source_receives",
+        a_ready_send_races_a_local_sender_for_any_source_receives,
     ),
 ];
 
@@ -695,59 +699,91 @@ fn a_ready_send_behind_a_waiting_any_source_receive_lands(comm: &Comm) -> courie
     Ok(())
 }
 
-/// An `ANY_SOURCE` receive is posted on both transports, so a message from
-/// another process can be claimed for it just as a rank of its own process
-/// fills it. The claimed message then belongs to the next receive that
-/// accepts it. Each round, the receiver posts `ANY_SOURCE`, from rank 0, and
-/// `ANY_SOURCE` again (all tag 1); rank 0 sends two numbered messages and the
-/// rank before the receiver one (of the receiver's process when it has two
-/// threads). The receive from rank 0 must hold one of rank 0's, and rank 0's
-/// two must land in the order they were sent.
-fn a_message_claimed_for_a_filled_any_source_receive_goes_to_the_next(
+/// `ROUNDS` rounds of two senders racing into the last rank's receives: it
+/// posts one receive (tag 1) per entry of `sources`, then signals rank 0,
+/// which runs `send_0(round)`, and the rank before it (of its own process when
+/// processes have two threads), which sends `[its rank, round]`. `check`
+/// gets each round's buffers once every receive has completed. Needs three
+/// ranks (rank 0 would be both senders): with two, it does nothing.
+fn race_two_senders<const N: usize>(
     comm: &Comm,
+    sources: [Source; N],
+    send_0: impl Fn(u64) -> courier::Result<()>,
+    check: impl Fn(u64, [[u64; 2]; N]),
 ) -> courier::Result<()> {
     const ROUNDS: u64 = 300;
     if comm.size() < 3 {
-        return Ok(()); // rank 0 would be both senders
+        return Ok(());
     }
     let (last, other) = (comm.size() - 1, comm.size() - 2);
     for round in 0..ROUNDS {
         if comm.rank() == 0 {
             comm.recv::<u8>(&mut [0], last, 20)?;
-            comm.send(&[0, 2 * round], last, 1)?;
-            comm.send(&[0, 2 * round + 1], last, 1)?;
+            send_0(round)?;
         }
         if comm.rank() == other {
             comm.recv::<u8>(&mut [0], last, 20)?;
             comm.send(&[other as u64, round], last, 1)?;
         }
         if comm.rank() == last {
-            let mut bufs = [[0u64; 2]; 3];
-            let [first, named, third] = &mut bufs;
+            let mut bufs = [[0u64; 2]; N];
             comm.scope(|s| {
-                let mut reqs = vec![
-                    s.irecv(first, ANY_SOURCE, 1)?,
-                    s.irecv(named, 0, 1)?,
-                    s.irecv(third, ANY_SOURCE, 1)?,
-                ];
+                let mut reqs = bufs
+                    .iter_mut()
+                    .zip(sources)
+                    .map(|(buf, source)| s.irecv(buf, source, 1))
+                    .collect::<courier::Result<Vec<_>>>()?;
                 comm.send(&[0u8], 0, 20)?;
                 comm.send(&[0u8], other, 20)?;
                 wait_all(&mut reqs).map(drop)
             })?;
-            let from_0: Vec<u64> = bufs.iter().filter(|m| m[0] == 0).map(|m| m[1]).collect();
-            assert_eq!(
-                from_0,
-                [2 * round, 2 * round + 1],
-                "round {round}: {bufs:?}"
-            );
-            assert_eq!(bufs[1][0], 0, "round {round}: the receive from rank 0");
-            assert!(
-                bufs.contains(&[other as u64, round]),
-                "round {round}: {bufs:?}"
-            );
+            check(round, bufs);
         }
     }
     Ok(())
+}
+
+/// An `ANY_SOURCE` receive is posted on both transports, so a message from
+/// another process can be claimed for it just as a rank of its own process
+/// fills it. The claimed message then belongs to the next receive that
+/// accepts it. Each round, the receiver posts `ANY_SOURCE`, from rank 0, and
+/// `ANY_SOURCE` again; rank 0 sends two numbered messages and the other
+/// sender one. The receive from rank 0 must hold one of rank 0's, and rank
+/// 0's two must land in the order they were sent.
+fn a_message_claimed_for_a_filled_any_source_receive_goes_to_the_next(
+    comm: &Comm,
+) -> courier::Result<()> {
+    let (last, other) = (comm.size() - 1, comm.size().saturating_sub(2) as u64);
+    let send_0 = |round: u64| {
+        comm.send(&[0, 2 * round], last, 1)?;
+        comm.send(&[0, 2 * round + 1], last, 1)
+    };
+    let sources = [ANY_SOURCE, Source::Rank(0), ANY_SOURCE];
+    race_two_senders(comm, sources, send_0, |round, bufs| {
+        let from_0: Vec<u64> = bufs.iter().filter(|m| m[0] == 0).map(|m| m[1]).collect();
+        assert_eq!(
+            from_0,
+            [2 * round, 2 * round + 1],
+            "round {round}: {bufs:?}"
+        );
+        assert_eq!(bufs[1][0], 0, "round {round}: the receive from rank 0");
+        assert!(bufs.contains(&[other, round]), "round {round}: {bufs:?}");
+    })
+}
+
+/// A ready send is answered *yes* when any matching receive is free, even if
+/// the first one it looks at has just been filled over shared memory (the
+/// query drains the local sender's message while withdrawing it). Each
+/// round the receiver posts two `ANY_SOURCE` receives; the other sender
+/// sends a standard message and rank 0 a ready one, at the same time. Both
+/// must land, one in each.
+fn a_ready_send_races_a_local_sender_for_any_source_receives(comm: &Comm) -> courier::Result<()> {
+    let (last, other) = (comm.size() - 1, comm.size().saturating_sub(2) as u64);
+    let send_0 = |round: u64| comm.rsend(&[0, round], last, 1);
+    race_two_senders(comm, [ANY_SOURCE; 2], send_0, |round, mut bufs| {
+        bufs.sort();
+        assert_eq!(bufs, [[0, round], [other, round]], "round {round}");
+    })
 }
 
 /// Two receives posted from rank 0, the first for tag 1, the second for any

@@ -1817,21 +1817,20 @@ impl Mpi {
                 }
                 pool.finish(p.lane.take().expect("just withdrawn"), 0);
             }
-            if p.ready.is_none() || (p.offer.is_some() && self.withdraw_offer(t, p)?) {
-                break p;
+            if !(p.ready.is_none() || (p.offer.is_some() && self.withdraw_offer(t, p)?)) {
+                continue;
             }
+            // SAFETY: reading a constant exported by mpi-sys.
+            let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
+            let earlier = iprobe(src, p.pat.tag.unwrap_or(any_tag), lane, "MPI_Iprobe")?;
+            if earlier.is_some_and(|st| st.MPI_TAG != MARKER_TAG) {
+                return Ok(false); // an earlier message from this sender takes it
+            }
+            if p.shm_id.is_some_and(|id| !shm.cancel_recv(t, id)) {
+                continue; // filled over shared memory meanwhile: try the next
+            }
+            break p;
         };
-        // SAFETY: reading a constant exported by mpi-sys.
-        let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
-        let earlier = iprobe(src, p.pat.tag.unwrap_or(any_tag), lane, "MPI_Iprobe")?;
-        if earlier.is_some_and(|st| st.MPI_TAG != MARKER_TAG) {
-            return Ok(false); // an earlier message from this sender takes it
-        }
-        if let Some(shm_id) = p.shm_id {
-            if !shm.cancel_recv(t, shm_id) {
-                return Ok(false); // filled over shared memory meanwhile
-            }
-        }
         let dst = p.dst.as_ref().expect("waiting receives hold a buffer");
         let (mut ptr, cap) = dst.raw();
         if len > cap || dst.elem().check(len).is_err() {
