@@ -479,7 +479,7 @@ impl Comm {
             }
         }
         if let (Some(mpi), Some(_)) = (self.remote_pattern(&pat)?, pat.source) {
-            if !mpi.parked(me) {
+            if !self.world.shm.parked(self.me()) {
                 // SAFETY: an alias of `dst`, which is only used if this returns None
                 // (then `recv_direct` did not touch it).
                 let direct = unsafe { dst.alias() };
@@ -518,9 +518,8 @@ impl Comm {
         let (group, rank_of) = (&self.group, &self.rank_of);
         if pat.source.is_some() {
             // A message claimed from MPI but parked in the mailbox comes first.
-            if mpi.parked(me) {
+            if shm.parked(local) {
                 if let Some((env, body)) = shm.improbe(local, &pat) {
-                    mpi.unpark(me);
                     return Ok(Posted::Done(dst.fill(body.bytes(), &env)));
                 }
             }

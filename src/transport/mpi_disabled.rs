@@ -118,12 +118,6 @@ impl Mpi {
     pub fn test_posted(&self, _: usize, _: u64, _: u32) -> Result<()> {
         match *self {}
     }
-    pub fn parked(&self, _: usize) -> bool {
-        match *self {}
-    }
-    pub fn unpark(&self, _: usize) {
-        match *self {}
-    }
     pub fn progress(&self, _: &Shm, _: usize) -> Result<()> {
         match *self {}
     }

@@ -436,9 +436,6 @@ pub(crate) struct Mpi {
     /// one counter for the process was a cache line every thread's receive
     /// pulled to its core.
     next_pending: Box<[CachePadded<AtomicU64>]>,
-    /// Messages claimed from MPI after the shared-memory receive they were
-    /// claimed for had been filled, parked in the mailbox, per thread.
-    parked: Box<[AtomicU64]>,
     /// The process's MPI buffer for `MPI_Bsend`: the sum of the ranks' buffers.
     bsend: Mutex<(Vec<u8>, Vec<usize>)>,
     /// Where each thread's posted receives land (reserved on first use).
@@ -490,7 +487,6 @@ impl Mpi {
             next_pending: (0..threads)
                 .map(|_| CachePadded::new(AtomicU64::new(1)))
                 .collect(),
-            parked: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             bsend: Mutex::new((Vec::new(), vec![0; threads])),
             scratch: (0..threads).map(|_| Mutex::default()).collect(),
             // Without shared memory between processes, ready sends keep the
@@ -1150,16 +1146,6 @@ impl Mpi {
         Ok(true)
     }
 
-    /// Messages parked in `me`'s mailbox by the claim race (see module docs).
-    pub fn parked(&self, me: usize) -> bool {
-        self.parked[me % self.threads].load(Relaxed) > 0
-    }
-
-    /// Notes that a parked message was taken from the mailbox.
-    pub fn unpark(&self, me: usize) {
-        let _ = self.parked[me % self.threads].fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
-    }
-
     /// Progress for world rank `me`: answers ready-send queries, then tries to
     /// fill its registered receives in posting order.
     /// Every call looks for queries: a ready sender waits a round trip for the
@@ -1257,8 +1243,8 @@ impl Mpi {
                     if let Some((j, outcome)) = hand_over(shm, t, pending, i, &env, &data) {
                         take(pending, j).done.complete(outcome);
                         completed = true;
-                    } else if shm.park(t, env, data) {
-                        self.parked[t].fetch_add(1, Relaxed);
+                    } else {
+                        shm.park(t, env, data);
                     }
                     continue;
                 }

@@ -237,11 +237,26 @@ struct Posted {
     done: Arc<Completion>,
 }
 
-/// An arrived message: body, world rank of the sender, eager credit it holds.
+/// An arrived message: body, world rank of the sender, eager credit it holds,
+/// and whether it came by another transport ([`Shm::park`]).
 struct Incoming {
     body: Body,
     from: usize,
     credit: usize,
+    parked: bool,
+}
+
+impl Incoming {
+    /// A message sent over shared memory.
+    fn sent(body: Body, from: usize, credit: usize) -> Self {
+        let parked = false;
+        Incoming {
+            body,
+            from,
+            credit,
+            parked,
+        }
+    }
 }
 
 struct Inbox {
@@ -273,6 +288,8 @@ struct Mailbox {
     /// Posted receives + unexpected messages, as of the last unlock: zero lets
     /// a blocking receive take a fastbox message without the lock.
     queued: CachePadded<AtomicUsize>,
+    /// Messages [parked](Shm::park) here and not taken yet.
+    parked: AtomicUsize,
 }
 
 /// A locked inbox; unlocking publishes how much it holds (`Mailbox::queued`).
@@ -349,6 +366,7 @@ impl Shm {
                 })),
                 arrivals: CachePadded::default(),
                 queued: CachePadded::default(),
+                parked: AtomicUsize::new(0),
             })
             .collect();
         Shm {
@@ -436,7 +454,7 @@ impl Shm {
             None => Body::Eager { data },
         };
         let credit = bytes.len();
-        inbox.queue(env, Incoming { body, from, credit });
+        inbox.queue(env, Incoming::sent(body, from, credit));
         self.regate(rank, from, inbox);
         // Published before the fastbox or cell empties (see `recv_fastbox`).
         let n = inbox.matcher.len();
@@ -663,7 +681,7 @@ impl Shm {
                 (body, 0, SendOutcome::Pending(done))
             }
         };
-        self.enqueue(inbox, to, env, Incoming { body, from, credit });
+        self.enqueue(inbox, to, env, Incoming::sent(body, from, credit));
         outcome
     }
 
@@ -708,7 +726,7 @@ impl Shm {
             src,
             done,
         };
-        self.enqueue(inbox, to, env, Incoming { body, from, credit });
+        self.enqueue(inbox, to, env, Incoming::sent(body, from, credit));
         outcome
     }
 
@@ -761,6 +779,9 @@ impl Shm {
     /// credit back.
     fn take(&self, me: usize, inbox: &mut Inbox, pat: &Pattern) -> Option<(Envelope, Incoming)> {
         let (env, msg) = inbox.matcher.take_unexpected(pat)?;
+        if msg.parked {
+            self.mailboxes[me].parked.fetch_sub(1, Relaxed);
+        }
         inbox.credit_used[msg.from] -= msg.credit;
         self.regate(me, msg.from, inbox);
         Some((env, msg))
@@ -821,27 +842,92 @@ impl Shm {
 
     /// Delivers a message that arrived by another transport at `me` as if it
     /// had just arrived here: into the first posted receive that accepts it,
-    /// else queued like any eager message (then `true`: it is parked).
+    /// else queued like any eager message, and counted as parked until a
+    /// receive or matched probe takes it (see [`parked`](Self::parked)).
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
-    pub fn park(&self, me: usize, env: Envelope, data: Vec<u8>) -> bool {
+    pub fn park(&self, me: usize, env: Envelope, data: Vec<u8>) {
         let mut inbox = self.inbox(me);
         if let Some(posted) = inbox.matcher.take_posted(&env) {
             drop(inbox);
             posted.done.complete(posted.dst.fill(&data, &env));
-            return false;
+            return;
         }
         let body = Body::Eager { data };
         let msg = Incoming {
             body,
             from: me,
             credit: 0,
+            parked: true,
         };
+        self.mailboxes[me].parked.fetch_add(1, Relaxed);
         self.enqueue(inbox, me, env, msg);
-        true
+    }
+
+    /// Whether `me`'s mailbox holds a message that came by another transport:
+    /// then a receive from a rank of another process must look there first.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub fn parked(&self, me: usize) -> bool {
+        self.mailboxes[me].parked.load(Relaxed) > 0
     }
 
     /// Bytes of eagerly buffered (copied or moved) messages waiting at `me`.
     pub fn buffered_bytes(&self, me: usize) -> usize {
         self.inbox(me).credit_used.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recv_buf(v: &mut [u8]) -> RecvBuf {
+        // SAFETY: each test keeps `v` alive and untouched until the receive
+        // using it has completed.
+        unsafe { RecvBuf::new(v.as_mut_ptr(), v.len(), Elem::of::<u8>()) }
+    }
+
+    const ANY: Pattern = Pattern {
+        ctx: 0,
+        source: None,
+        tag: None,
+    };
+
+    const FROM_AFAR: Envelope = Envelope {
+        ctx: 0,
+        source: 1,
+        tag: 3,
+    };
+
+    /// A parked message counts until a receive takes it, whichever receive:
+    /// here one for any source, which never looks at the count.
+    #[test]
+    fn a_parked_message_counts_until_any_receive_takes_it() {
+        let shm = Shm::new(2, 16384, 1 << 18);
+        shm.park(0, FROM_AFAR, vec![7; 4]);
+        assert!(shm.parked(0) && !shm.parked(1));
+        let mut v = [0u8; 4];
+        let RecvOutcome::Done(Ok(st)) = shm.recv(0, ANY, recv_buf(&mut v)) else {
+            panic!("the parked message was not received");
+        };
+        assert_eq!((st.source, st.tag, v), (1, 3, [7; 4]));
+        assert!(!shm.parked(0), "a taken message still counts as parked");
+    }
+
+    /// A message parked while a receive that accepts it is posted fills that
+    /// receive, as an arrival would, and is not counted.
+    #[test]
+    fn a_parked_message_fills_a_posted_receive() {
+        let shm = Shm::new(2, 16384, 1 << 18);
+        let mut v = [0u8; 4];
+        let RecvOutcome::Pending { done, .. } = shm.recv(0, ANY, recv_buf(&mut v)) else {
+            panic!("nothing had arrived");
+        };
+        shm.park(0, FROM_AFAR, vec![7; 4]);
+        let st = done
+            .outcome()
+            .expect("filled by the parked message")
+            .unwrap();
+        assert_eq!((st.source, st.tag, v), (1, 3, [7; 4]));
+        assert!(!shm.parked(0));
     }
 }
