@@ -11,6 +11,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use courier::{wait_all, Comm, Error, Runtime, Source, ANY_SOURCE, ANY_TAG};
@@ -101,6 +102,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "a_ready_send_races_a_local_sender_for_any_source_receives",
         a_ready_send_races_a_local_sender_for_any_source_receives,
+    ),
+    (
+        "a_probe_leaves_a_posted_receive_its_message",
+        a_probe_leaves_a_posted_receive_its_message,
     ),
 ];
 
@@ -1257,6 +1262,67 @@ fn probes_and_matched_probes(comm: &Comm) -> courier::Result<()> {
         assert_eq!(v, [1, 2, 3]);
         let (v, st) = comm.recv_owned::<u32>(0, ANY_TAG)?;
         assert_eq!((v, st.tag), (vec![9], 5));
+    }
+    Ok(())
+}
+
+/// Set by a thread that has seen rank 0's messages queued at the MPI level
+/// in its process (see the case below).
+static QUEUED_BY_MPI: AtomicBool = AtomicBool::new(false);
+
+/// MPI matches a message with the first posted receive that accepts it, so a
+/// probe never sees a message that a posted receive takes. The last rank
+/// posts a receive from rank 0 for any tag; rank 0 sends two tag-1 messages.
+/// They are queued in MPI before the receiver probes: with two threads per
+/// process the rank before it, on the same process, receives a later
+/// message from rank 0 (which makes Open MPI queue the two) and then raises
+/// a flag the receiver waits for outside the runtime; with one, the receiver
+/// sleeps. The posted receive must get the first message, a matched probe
+/// the second, and a probe after that nothing.
+fn a_probe_leaves_a_posted_receive_its_message(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    // Whether the rank before the last shares its process (each rank asks
+    // from where it stands; rank 0 is told).
+    let neighbour = |r: usize| r == last - 1 && r != 0;
+    if comm.rank() == 0 {
+        let mut has_neighbour = [0u8];
+        comm.recv(&mut has_neighbour, last, 20)?;
+        comm.send(&[1u64], last, 1)?;
+        comm.send(&[2u64], last, 1)?;
+        if has_neighbour == [1] {
+            comm.send(&[0u8], last - 1, 21)?;
+        }
+    } else if neighbour(comm.rank()) && comm.is_local(last)? {
+        comm.recv::<u8>(&mut [0], 0, 21)?;
+        QUEUED_BY_MPI.store(true, Ordering::Release);
+    } else if comm.rank() == last {
+        let has_neighbour = neighbour(last - 1) && comm.is_local(last - 1)?;
+        let (mut posted, mut probed) = ([0u64], [0u64]);
+        comm.scope(|s| {
+            let r = s.irecv(&mut posted, 0, ANY_TAG)?;
+            comm.send(&[u8::from(has_neighbour)], 0, 20)?;
+            if has_neighbour {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !QUEUED_BY_MPI.swap(false, Ordering::Acquire) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the neighbour never saw the messages"
+                    );
+                    std::thread::yield_now();
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let msg = comm.mprobe(0, 1)?;
+            msg.mrecv(&mut probed)?;
+            assert_eq!(comm.iprobe(0, ANY_TAG)?, None, "a third message");
+            r.wait().map(drop)
+        })?;
+        assert_eq!(
+            (posted, probed),
+            ([1], [2]),
+            "(posted receive, matched probe)"
+        );
     }
     Ok(())
 }

@@ -1553,7 +1553,10 @@ impl Mpi {
         p: &Pending,
         earlier: &[Pattern],
     ) -> Result<Option<(Message, Envelope, Arrived)>> {
-        let how = Probe::Claim { earlier };
+        let how = Probe {
+            claim: true,
+            earlier,
+        };
         self.probe_lanes(t, &p.pat, p.senders.borrow(), how)
             .map(|found| found.map(|(m, env, a)| (m.expect("claimed"), env, a)))
     }
@@ -1588,11 +1591,10 @@ impl Mpi {
         for k in 0..n {
             let s = (first + k) % self.threads;
             let comm = lanes.comms[s * self.threads + t].0;
-            let found = match how {
-                Probe::Claim { earlier: [] } => {
-                    improbe(src, tag, comm, "MPI_Improbe")?.map(|(m, st)| (Some(m), st))
-                }
-                _ => iprobe(src, tag, comm, "MPI_Iprobe")?.map(|st| (None, st)),
+            let found = if how.claim && how.earlier.is_empty() {
+                improbe(src, tag, comm, "MPI_Improbe")?.map(|(m, st)| (Some(m), st))
+            } else {
+                iprobe(src, tag, comm, "MPI_Iprobe")?.map(|st| (None, st))
             };
             let Some((mut msg, mut st)) = found else {
                 continue;
@@ -1622,16 +1624,16 @@ impl Mpi {
                 source,
                 tag: st.MPI_TAG,
             };
-            if let Probe::Claim { earlier } = how {
+            // Looked first: the lane's first message for `pat` belongs to an
+            // earlier receive that accepts it.
+            if how.earlier.iter().any(|e| e.matches(&env)) {
+                continue;
+            }
+            if how.claim {
                 if msg.is_none() {
-                    // Looked first: the lane's first message for `pat` belongs
-                    // to an earlier receive that accepts it. Otherwise it is
-                    // claimed; any message on this lane with its source and
-                    // tag is accepted alike, should another thread of the
-                    // rank have claimed it meanwhile.
-                    if earlier.iter().any(|e| e.matches(&env)) {
-                        continue;
-                    }
+                    // Any message on this lane with its source and tag is
+                    // accepted alike, should another thread of the rank have
+                    // claimed it meanwhile.
                     let Some((m, claimed)) =
                         improbe(st.MPI_SOURCE, st.MPI_TAG, comm, "MPI_Improbe")?
                     else {
@@ -1655,7 +1657,7 @@ impl Mpi {
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<Status>> {
         let senders = Senders::of(pat, group, || rank_of);
-        let found = self.probe_lanes(me % self.threads, pat, senders, Probe::Look)?;
+        let found = self.probe_user(me, pat, senders, false)?;
         Ok(found.map(|(_, env, a)| Status::new(env.source, env.tag, a.bytes)))
     }
 
@@ -1669,11 +1671,43 @@ impl Mpi {
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<(Envelope, Vec<u8>)>> {
         let senders = Senders::of(pat, group, || rank_of);
-        let how = Probe::Claim { earlier: &[] };
-        match self.probe_lanes(me % self.threads, pat, senders, how)? {
+        match self.probe_user(me, pat, senders, true)? {
             Some((Some(msg), env, a)) => Ok(Some((env, mrecv_vec(msg, a.bytes)?))),
             _ => Ok(None),
         }
+    }
+
+    /// A user's probe (claiming with `claim`) of the lanes into world rank
+    /// `me`, which passes over every message a receive `me` has registered
+    /// would take: MPI matches a message with a posted receive as it
+    /// arrives, so no probe sees it, while a registered receive claims only
+    /// in progress passes. Lane-posted receives are matched by MPI itself,
+    /// and one withdrawn for a ready send takes only that send.
+    fn probe_user(
+        &self,
+        me: usize,
+        pat: &Pattern,
+        senders: Senders<&HashMap<usize, usize>>,
+        claim: bool,
+    ) -> Result<Option<(Option<Message>, Envelope, Arrived)>> {
+        let t = me % self.threads;
+        let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        let Registry {
+            receives, unfilled, ..
+        } = &mut *registry;
+        unfilled.clear();
+        unfilled.extend(
+            receives
+                .iter()
+                .filter(|p| !p.done.is_done() && p.lane.is_none())
+                .filter(|p| p.ready.is_none() || p.offer.is_some())
+                .map(|p| p.pat),
+        );
+        let how = Probe {
+            claim,
+            earlier: unfilled,
+        };
+        self.probe_lanes(t, pat, senders, how)
     }
 
     /// Takes the ready-send queries for thread `t` off the control communicator
@@ -2242,13 +2276,13 @@ enum Settled {
 
 /// How [`Mpi::probe_lanes`] probes.
 #[derive(Clone, Copy)]
-enum Probe<'a> {
-    /// `MPI_Iprobe` only.
-    Look,
-    /// Claims with `MPI_Improbe` the first message that no pattern in
-    /// `earlier` (earlier receives still waiting) accepts; with some, it looks
-    /// with `MPI_Iprobe` first.
-    Claim { earlier: &'a [Pattern] },
+struct Probe<'a> {
+    /// Claims the message with `MPI_Improbe`; else only looks (`MPI_Iprobe`).
+    claim: bool,
+    /// Patterns of earlier receives still waiting: a message one of them
+    /// accepts is theirs, and passed over. With some, it looks with
+    /// `MPI_Iprobe` before it claims.
+    earlier: &'a [Pattern],
 }
 
 /// The offer of receive `p`, with its lane's `count`.
