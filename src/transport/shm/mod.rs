@@ -249,12 +249,11 @@ struct Incoming {
 impl Incoming {
     /// A message sent over shared memory.
     fn sent(body: Body, from: usize, credit: usize) -> Self {
-        let parked = false;
         Incoming {
             body,
             from,
             credit,
-            parked,
+            parked: false,
         }
     }
 }
