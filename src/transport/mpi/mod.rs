@@ -1304,6 +1304,7 @@ impl Mpi {
         tally(received);
         if let Some(gen) = p.offer.take() {
             self.offering(q, s, t).clear(gen);
+            self.prefetch_offers(q, s, t);
         }
         let env = Envelope {
             ctx: p.pat.ctx,
@@ -1370,6 +1371,28 @@ impl Mpi {
             .expect("offers go to processes of this node")
     }
 
+    /// Starts fetching the two slots between thread `t` and thread `s` of
+    /// process `q` (see [`Slot::prefetch`](offers::Slot::prefetch)): where `t`
+    /// offers to `s`, and where `s` offers to `t`. Called when `t` offers a
+    /// receive to `s` and when an offered send from `s` has arrived: a thread
+    /// that takes ready sends from a peer usually offers it its next receive
+    /// and ready-sends back. Each slot is written last by the other process,
+    /// so raising or taking an offer waits for its line to cross between
+    /// cores; fetched early, that crossing overlaps the `MPI_Irecv`, the end
+    /// of the receive and the user's code. On a host whose cores hand a line
+    /// over in 0.08 µs (flag ping-pong), an 8-byte `rsend` ping-pong went
+    /// from +0.56 to +0.41 µs over raw `MPI_Rsend`, and `irsend` from +0.47
+    /// to +0.38 (medians of 5 alternating runs).
+    fn prefetch_offers(&self, q: usize, s: usize, t: usize) {
+        let Some(board) = &self.board else { return };
+        if let Some(mine) = board.slot(q, s, self.process, t) {
+            mine.prefetch();
+        }
+        if let Some(theirs) = board.slot(self.process, t, q, s) {
+            theirs.prefetch();
+        }
+    }
+
     /// Withdraws `p`'s offer and cancels its `MPI_Irecv`, leaving a plain
     /// registered receive; `false` (and nothing changed) when its sender has
     /// taken the offer: the message is on its way to this receive.
@@ -1432,6 +1455,7 @@ impl Mpi {
             if !lanes.ready_used[i].load(Relaxed) || !slot.is_free() {
                 continue;
             }
+            self.prefetch_offers(q, s, t);
             let offer = offer_of(p, lanes.received[i].load(Relaxed));
             let (ptr, _) = p
                 .dst
