@@ -1209,6 +1209,12 @@ impl Mpi {
                         i += 1;
                         continue;
                     }
+                    // Its message is on the way: it takes nothing else, so
+                    // later receives need not leave it anything.
+                    Settled::Taken => {
+                        i += 1;
+                        continue;
+                    }
                     Settled::Plain => {} // offer withdrawn: a receive like any other
                 }
             }
@@ -1281,8 +1287,11 @@ impl Mpi {
             Ok(None) => {
                 let gen = p.offer.expect("checked above");
                 let slot = self.offering(q, s, t);
+                let Some(offered) = slot.offered_count(gen) else {
+                    return Ok(Settled::Taken);
+                };
                 let count = received.expect("offers come from this node").load(Relaxed);
-                if slot.offered_count(gen).is_some_and(|c| c != count) && slot.withdraw(gen) {
+                if offered != count && slot.withdraw(gen) {
                     p.offer = Some(slot.raise(&offer_of(p, count)));
                 }
                 // SAFETY: reading a constant exported by mpi-sys.
@@ -1369,6 +1378,15 @@ impl Mpi {
             .as_ref()
             .and_then(|b| b.offering(self.process, q, s, t))
             .expect("offers go to processes of this node")
+    }
+
+    /// Whether receive `p` of thread `t` is offered and its sender has taken
+    /// the offer: the sender's message is on its way to it.
+    fn offer_taken(&self, t: usize, p: &Pending) -> bool {
+        p.offer.is_some_and(|gen| {
+            let (q, s) = self.split(p.ready_world);
+            self.offering(q, s, t).offered_count(gen).is_none()
+        })
     }
 
     /// Starts fetching the two slots between thread `t` and thread `s` of
@@ -1706,7 +1724,8 @@ impl Mpi {
     /// would take: MPI matches a message with a posted receive as it
     /// arrives, so no probe sees it, while a registered receive claims only
     /// in progress passes. Lane-posted receives are matched by MPI itself,
-    /// and one withdrawn for a ready send takes only that send.
+    /// and one withdrawn for a ready send, or whose offer a ready send has
+    /// taken, takes only that send.
     fn probe_user(
         &self,
         me: usize,
@@ -1724,7 +1743,7 @@ impl Mpi {
             receives
                 .iter()
                 .filter(|p| !p.done.is_done() && p.lane.is_none())
-                .filter(|p| p.ready.is_none() || p.offer.is_some())
+                .filter(|p| p.ready.is_none() || (p.offer.is_some() && !self.offer_taken(t, p)))
                 .map(|p| p.pat),
         );
         let how = Probe {
@@ -2294,6 +2313,8 @@ enum Settled {
     Done(Result<Status>),
     /// Its message has not come yet.
     Waiting,
+    /// Its offer has been taken: the sender's message is on its way to it.
+    Taken,
     /// Its offer was withdrawn: it is a plain registered receive again.
     Plain,
 }

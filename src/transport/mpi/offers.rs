@@ -217,7 +217,9 @@ impl Offering<'_> {
         self.mine.store((gen + 1) << 1, Ordering::Relaxed);
     }
 
-    /// The count the offer of generation `gen` carries, while it is raised.
+    /// The count the offer of generation `gen` carries, while it is raised;
+    /// `None` once a sender has taken it (only this receiver withdraws, and
+    /// it asks only about its own live offer).
     pub fn offered_count(&self, gen: u64) -> Option<u64> {
         self.slot.offered_count(gen)
     }
