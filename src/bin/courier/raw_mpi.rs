@@ -30,7 +30,7 @@ pub fn counterpart(mode: &str) -> &'static str {
 }
 
 /// Raw rsmpi ping-pongs of `size` bytes between the pair's two processes
-/// (pair ranks 0 and 1 are thread 0 of processes 0 and 1); records on rank 0.
+/// (pair ranks 0 and 1 are a thread each of processes 0 and 1); records on rank 0.
 pub fn baselines(pair: &Comm, size: usize, samples: usize, quick: bool) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     for mode in RAW {

@@ -13,7 +13,9 @@
 //!
 //! Pairs: embedded, ranks 0 and 1 (`shm`), on cores chosen by `--pair`. Under
 //! mpirun with P processes × T threads, rank 0 and rank T — thread 0 of
-//! processes 0 and 1 (`mpi`) — and, when T ≥ 2, ranks 0 and 1 as well (`shm`).
+//! processes 0 and 1 (`mpi`), or the first thread of process 1 on another core
+//! than rank 0 when the processes share cores — and, when T ≥ 2, ranks 0 and
+//! 1 as well (`shm`).
 //!
 //! Method (OSU / IMB): warm-up iterations are not timed; latency samples time a
 //! batch of round trips (fewer above 8 KiB), one-way = half a round trip;
@@ -315,7 +317,7 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
         let threads = comm.size() / comm.processes();
         let mut pair_list = Vec::new();
         if comm.processes() > 1 {
-            pair_list.push(("mpi", 0, threads));
+            pair_list.push(("mpi", 0, mpi_partner(comm, threads)?));
         }
         if threads >= 2 && !args.raw_only {
             pair_list.push(("shm", 0, 1));
@@ -430,6 +432,25 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The rank that rank 0 measures the MPI transport with: thread 0 of process
+/// 1, unless that rank is pinned to rank 0's core (processes not bound apart,
+/// more ranks than cores), then the first rank of process 1 on another core.
+/// Two ranks that poll MPI on one core take turns by the scheduler's tick: on
+/// a 2-core host with 2 threads per process, 4 ms per message, for raw MPI
+/// as for courier.
+fn mpi_partner(comm: &Comm, threads: usize) -> Result<usize> {
+    let mine = comm.core_of(comm.rank())?.map_or(0, |c| c as u64 + 1);
+    let mut cores = vec![0u64; if comm.rank() == 0 { comm.size() } else { 0 }];
+    comm.gather(&[mine], &mut cores, 0)?;
+    let mut partner = [threads as u64];
+    if comm.rank() == 0 {
+        let apart = (threads..2 * threads).find(|&r| cores[0] == 0 || cores[r] != cores[0]);
+        partner[0] = apart.unwrap_or(threads) as u64;
+    }
+    comm.broadcast(&mut partner, 0)?;
+    Ok(partner[0] as usize)
 }
 
 /// Every requested test, mode and size on one pair, with its baselines.
