@@ -315,9 +315,10 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
     let channels = baselines::Channels::new();
     let reports = rt.run(|comm| {
         let threads = comm.size() / comm.processes();
+        let cores = gather_cores(comm)?;
         let mut pair_list = Vec::new();
         if comm.processes() > 1 {
-            pair_list.push(("mpi", 0, mpi_partner(comm, threads)?));
+            pair_list.push(("mpi", 0, mpi_partner(comm, threads, &cores)?));
         }
         if threads >= 2 && !args.raw_only {
             pair_list.push(("shm", 0, 1));
@@ -375,15 +376,6 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
             }
         }
         comm.barrier()?;
-        // Each rank's own core (another process's ranks are not known here):
-        // gathered as core + 1, 0 for unpinned.
-        let mine = comm.core_of(comm.rank())?.map_or(0, |c| c as u64 + 1);
-        let mut all = vec![0u64; if comm.rank() == 0 { comm.size() } else { 0 }];
-        comm.gather(&[mine], &mut all, 0)?;
-        let cores: Vec<Option<usize>> = all
-            .iter()
-            .map(|&c| c.checked_sub(1).map(|c| c as usize))
-            .collect();
         Ok((out, cores, comm.size(), comm.processes()))
     })?;
     progress.finish_and_clear();
@@ -440,17 +432,28 @@ pub fn run(args: &P2pArgs) -> std::result::Result<(), Box<dyn std::error::Error>
 /// Two ranks that poll MPI on one core take turns by the scheduler's tick: on
 /// a 2-core host with 2 threads per process, 4 ms per message, for raw MPI
 /// as for courier.
-fn mpi_partner(comm: &Comm, threads: usize) -> Result<usize> {
-    let mine = comm.core_of(comm.rank())?.map_or(0, |c| c as u64 + 1);
-    let mut cores = vec![0u64; if comm.rank() == 0 { comm.size() } else { 0 }];
-    comm.gather(&[mine], &mut cores, 0)?;
+/// `cores` as [`gather_cores`] gives them.
+fn mpi_partner(comm: &Comm, threads: usize, cores: &[Option<usize>]) -> Result<usize> {
     let mut partner = [threads as u64];
     if comm.rank() == 0 {
-        let apart = (threads..2 * threads).find(|&r| cores[0] == 0 || cores[r] != cores[0]);
+        let apart = (threads..2 * threads).find(|&r| cores[0].is_none() || cores[r] != cores[0]);
         partner[0] = apart.unwrap_or(threads) as u64;
     }
     comm.broadcast(&mut partner, 0)?;
     Ok(partner[0] as usize)
+}
+
+/// Each rank's own core (`None`: unpinned), gathered on rank 0 (empty
+/// elsewhere): another process's ranks are not known locally.
+fn gather_cores(comm: &Comm) -> Result<Vec<Option<usize>>> {
+    // Gathered as core + 1, 0 for unpinned.
+    let mine = comm.core_of(comm.rank())?.map_or(0, |c| c as u64 + 1);
+    let mut all = vec![0u64; if comm.rank() == 0 { comm.size() } else { 0 }];
+    comm.gather(&[mine], &mut all, 0)?;
+    Ok(all
+        .iter()
+        .map(|&c| c.checked_sub(1).map(|c| c as usize))
+        .collect())
 }
 
 /// Every requested test, mode and size on one pair, with its baselines.
