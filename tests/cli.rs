@@ -120,6 +120,8 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
                 } else {
                     assert!(handoffs.is_null(), "{test} {mode} {size}: {handoffs}");
                 }
+                // Only MPI latency records carry a raw counterpart.
+                assert!(r["raw_us"].is_null(), "{test} {mode} {size}");
             }
         }
     }
@@ -140,7 +142,7 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
         .lines()
         .next()
         .unwrap()
-        .ends_with(",flag_p50_us,slot_p50_us"));
+        .ends_with(",flag_p50_us,slot_p50_us,raw_p50_us"));
     assert_eq!(csv.lines().count(), 1 + expected + baselines.len());
     let latency_rows = csv
         .lines()
@@ -148,7 +150,9 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
     for row in latency_rows {
         let fields: Vec<&str> = row.split(',').collect();
         assert!(
-            fields[10].parse::<f64>().is_ok() && fields[11].parse::<f64>().is_ok(),
+            fields[10].parse::<f64>().is_ok()
+                && fields[11].parse::<f64>().is_ok()
+                && fields[12].is_empty(),
             "{row}"
         );
     }

@@ -387,14 +387,23 @@ fn launch_all() {
             let raw = v["baselines"].as_array().map_or(0, |b| {
                 b.iter().filter(|x| x["transport"] == "mpi-raw").count()
             });
+            // MPI latency records, and only they, carry their raw counterpart
+            // timed between their samples.
+            let raw_alongside = v["results"].as_array().is_some_and(|r| {
+                r.iter().all(|x| {
+                    let mpi_latency = x["transport"] == "mpi" && x["test"] == "latency";
+                    x["raw_us"].as_f64().is_some_and(|m| m > 0.0) == mpi_latency
+                })
+            });
             // (10 latency + 9 bw + 5 bibw modes) x 2 sizes on shm, the same
             // less send-owned (latency, bw) over mpi; (5 raw latency modes +
             // the raw isend windows one way and both ways) x 2 sizes.
-            if ok && count("mpi") == 44 && count("shm") == 48 && raw == 14 {
+            if ok && count("mpi") == 44 && count("shm") == 48 && raw == 14 && raw_alongside {
                 Ok(())
             } else {
                 Err(format!(
-                    "exit ok: {ok}, mpi {} shm {} raw {raw}\n{stdout}\n{stderr}",
+                    "exit ok: {ok}, mpi {} shm {} raw {raw}, raw_us where expected: \
+                     {raw_alongside}\n{stdout}\n{stderr}",
                     count("mpi"),
                     count("shm")
                 ))

@@ -7,7 +7,7 @@ use std::time::Instant;
 use courier::{Comm, Result, BSEND_OVERHEAD};
 use mpi::traits::*;
 
-use crate::bench_p2p::{batch, summarize, summarize_as, windows, Record};
+use crate::bench_p2p::{batch, summarize, summarize_as, windows, Buffer, Record};
 
 /// The raw modes measured, as named in the report.
 const RAW: [&str; 5] = [
@@ -34,7 +34,23 @@ pub fn counterpart(mode: &str) -> &'static str {
 pub fn baselines(pair: &Comm, size: usize, samples: usize, quick: bool) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     for mode in RAW {
-        let times = raw_ping_pong(pair, mode, size, samples, quick)?;
+        if mode == "raw-bsend" {
+            // Attaches the process's MPI buffer, which MPI_Bsend draws on.
+            pair.attach_buffer(2 * (size + BSEND_OVERHEAD))?;
+        }
+        let mut raw = RawPingPong::new(pair, mode, size);
+        let b = batch(size, quick);
+        let mut times = Vec::with_capacity(samples);
+        for s in 0..samples + 2 {
+            let t = raw.sample(b)?;
+            if s >= 2 {
+                times.push(t);
+            }
+        }
+        pair.barrier()?;
+        if mode == "raw-bsend" {
+            pair.detach_buffer()?;
+        }
         if pair.rank() == 0 {
             out.push(summarize(times, size, "mpi-raw", mode));
         }
@@ -42,25 +58,44 @@ pub fn baselines(pair: &Comm, size: usize, samples: usize, quick: bool) -> Resul
     Ok(out)
 }
 
-fn raw_ping_pong(
-    pair: &Comm,
-    mode: &str,
-    size: usize,
-    samples: usize,
-    quick: bool,
-) -> Result<Vec<f64>> {
-    let world = mpi::topology::SimpleCommunicator::world();
-    let me = pair.rank();
-    let peer = world.process_at_rank(1 - me as i32);
-    let sbuf = vec![me as u8; size];
-    let (mut rbuf, mut spare) = (vec![0u8; size], vec![0u8; size]);
-    if mode == "raw-bsend" {
-        // Attaches the process's MPI buffer, which MPI_Bsend draws on.
-        pair.attach_buffer(2 * (size + BSEND_OVERHEAD))?;
+/// The raw ping-pong of one mode and size, timed sample by sample: so a
+/// courier record can time its raw counterpart between its own samples.
+pub struct RawPingPong<'a> {
+    pair: &'a Comm,
+    mode: &'static str,
+    sbuf: Buffer,
+    rbuf: Buffer,
+    spare: Buffer,
+}
+
+impl<'a> RawPingPong<'a> {
+    /// The raw counterpart of courier's `mode` over MPI, to time between its
+    /// samples. A buffered counterpart draws on the buffer that courier's own
+    /// buffered mode attached.
+    pub fn interleaved(pair: &'a Comm, mode: &str, size: usize) -> Option<Self> {
+        Some(RawPingPong::new(pair, counterpart(mode), size))
     }
-    let b = batch(size, quick);
-    let mut times = Vec::with_capacity(samples);
-    for s in 0..samples + 2 {
+
+    /// Buffers for `mode` (a [`RAW`] name) and `size`. For `raw-bsend` the
+    /// caller attaches a buffer of at least `2 * (size + BSEND_OVERHEAD)`.
+    pub fn new(pair: &'a Comm, mode: &'static str, size: usize) -> Self {
+        let me = pair.rank();
+        RawPingPong {
+            pair,
+            mode,
+            sbuf: Buffer::filled(size, me as u8),
+            rbuf: Buffer::filled(size, 0),
+            spare: Buffer::filled(size, 0),
+        }
+    }
+
+    /// `b` round trips (a barrier first): the one-way time per message (µs).
+    pub fn sample(&mut self, b: usize) -> Result<f64> {
+        let (pair, mode) = (self.pair, self.mode);
+        let world = mpi::topology::SimpleCommunicator::world();
+        let me = pair.rank();
+        let peer = world.process_at_rank(1 - me as i32);
+        let (sbuf, rbuf, spare) = (&self.sbuf[..], &mut self.rbuf[..], &mut self.spare[..]);
         if mode == "raw-rsend" && me == 1 {
             // Pre-post the first ping's receive before the barrier that lets
             // rank 0 start (as courier's ready-mode bench does).
@@ -80,7 +115,7 @@ fn raw_ping_pong(
                     let r = peer.immediate_receive_into(sc, &mut rbuf[..]);
                     // SAFETY: rank 1 posted this ping's receive before it sent the
                     // previous pong (or before the barrier, for the first).
-                    unsafe { peer.ready_send(&sbuf[..]) };
+                    unsafe { peer.ready_send(sbuf) };
                     r.wait();
                 }),
                 ("raw-rsend", _) => {
@@ -88,36 +123,29 @@ fn raw_ping_pong(
                         let next =
                             (i + 1 < b).then(|| peer.immediate_receive_into(sc, &mut spare[..]));
                         // SAFETY: rank 0 posted this pong's receive before its ping.
-                        unsafe { peer.ready_send(&sbuf[..]) };
+                        unsafe { peer.ready_send(sbuf) };
                         if let Some(r) = next {
                             r.wait();
                         }
                     });
                 }
                 ("raw-sendrecv", _) => {
-                    mpi::point_to_point::send_receive_into(&sbuf[..], &peer, &mut rbuf[..], &peer);
+                    mpi::point_to_point::send_receive_into(sbuf, &peer, &mut rbuf[..], &peer);
                 }
                 (_, 0) => {
-                    raw_send(&peer, mode, &sbuf);
+                    raw_send(&peer, mode, sbuf);
                     peer.receive_into(&mut rbuf[..]);
                 }
                 _ => {
                     peer.receive_into(&mut rbuf[..]);
-                    raw_send(&peer, mode, &sbuf);
+                    raw_send(&peer, mode, sbuf);
                 }
             }
         }
-        if s >= 2 {
-            // A sendrecv round is one simultaneous exchange, as courier's bench times it.
-            let per = if mode == "raw-sendrecv" { b } else { 2 * b };
-            times.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
-        }
+        // A sendrecv round is one simultaneous exchange, as courier's bench times it.
+        let per = if mode == "raw-sendrecv" { b } else { 2 * b };
+        Ok(t.elapsed().as_secs_f64() * 1e6 / per as f64)
     }
-    pair.barrier()?;
-    if mode == "raw-bsend" {
-        pair.detach_buffer()?;
-    }
-    Ok(times)
 }
 
 /// Raw `MPI_Isend` window bandwidth from the pair's rank 0 to rank 1, the way
@@ -126,8 +154,8 @@ pub fn bandwidth(pair: &Comm, size: usize, w: usize, quick: bool) -> Result<Vec<
     let world = mpi::topology::SimpleCommunicator::world();
     let me = pair.rank();
     let peer = world.process_at_rank(1 - me as i32);
-    let sbuf = vec![1u8; size];
-    let mut rbufs = vec![vec![0u8; size]; if me == 1 { w } else { 0 }];
+    let sbuf = Buffer::filled(size, 1);
+    let mut rbufs = Buffer::many(if me == 1 { w } else { 0 }, size, 0);
     let mut token = [0u8; 1];
     let mut times = Vec::new();
     pair.barrier()?;
@@ -171,8 +199,8 @@ pub fn bidirectional(pair: &Comm, size: usize, w: usize, quick: bool) -> Result<
     let world = mpi::topology::SimpleCommunicator::world();
     let me = pair.rank();
     let peer = world.process_at_rank(1 - me as i32);
-    let sbuf = vec![1u8; size];
-    let mut rbufs = vec![vec![0u8; size]; w];
+    let sbuf = Buffer::filled(size, 1);
+    let mut rbufs = Buffer::many(w, size, 0);
     let mut times = Vec::new();
     pair.barrier()?;
     for i in 0..windows(size, quick) + 2 {

@@ -8,6 +8,19 @@ pub fn counterpart(_: &str) -> &'static str {
     "raw-send"
 }
 
+/// Never made: without MPI there is no raw counterpart to time.
+pub enum RawPingPong {}
+
+impl RawPingPong {
+    pub fn interleaved(_: &Comm, _: &str, _: usize) -> Option<RawPingPong> {
+        None
+    }
+
+    pub fn sample(&mut self, _: usize) -> Result<f64> {
+        match *self {}
+    }
+}
+
 pub fn baselines(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
     Ok(Vec::new())
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use courier::{wait_all, Comm, Request, Result, BSEND_OVERHEAD};
 
-use super::{is_buffered, is_ready, summarize_as, Record, TAG};
+use super::{is_buffered, is_ready, summarize_as, Buffer, Record, TAG};
 
 /// Modes measured by `bw`: every mode but `sendrecv`, which is bidirectional.
 pub(crate) fn bw_measures(mode: &str) -> bool {
@@ -55,7 +55,7 @@ fn start<'s>(
 /// Posts one receive per buffer of the window (all from `peer`).
 fn post_window<'s>(
     s: &'s courier::Scope<'s, '_>,
-    rbufs: &'s mut [Vec<u8>],
+    rbufs: &'s mut [Buffer],
     peer: usize,
 ) -> Result<Vec<Request<'s>>> {
     rbufs
@@ -111,11 +111,11 @@ pub(crate) fn bw(
 ) -> Result<Option<Record>> {
     let me = comm.rank();
     let peer = 1 - me;
-    let sbuf = vec![1u8; size];
+    let sbuf = Buffer::filled(size, 1);
     let mut rbufs = if mode == "send-owned" || me == 0 {
         Vec::new()
     } else {
-        vec![vec![0u8; size]; w]
+        Buffer::many(w, size, 0)
     };
     let mut owned: Vec<Vec<u8>> = if me == 0 && mode == "send-owned" {
         vec![vec![1u8; size]; w]
@@ -183,8 +183,8 @@ pub(crate) fn bibw(
 ) -> Result<Option<Record>> {
     let me = comm.rank();
     let peer = 1 - me;
-    let sbuf = vec![1u8; size];
-    let mut rbufs = vec![vec![0u8; size]; w];
+    let sbuf = Buffer::filled(size, 1);
+    let mut rbufs = Buffer::many(w, size, 0);
     if is_buffered(mode) {
         // Two windows: a rank may start its next window while its last one is
         // still stored (its peer has not drained it yet); the one before that
@@ -244,9 +244,9 @@ pub(crate) fn mr(
     } else {
         me.wrapping_sub(pairs)
     };
-    let sbuf = vec![1u8; size];
+    let sbuf = Buffer::filled(size, 1);
     let mut rbufs = if receiver {
-        vec![vec![0u8; size]; w]
+        Buffer::many(w, size, 0)
     } else {
         Vec::new()
     };

@@ -10,7 +10,7 @@ use std::time::Instant;
 use courier::{Comm, Result};
 use crossbeam_utils::CachePadded;
 
-use super::{batch, summarize, Record};
+use super::{batch, summarize, Buffer, Record};
 
 /// The cache lines the handoff baselines share between ranks 0 and 1.
 #[derive(Default)]
@@ -174,8 +174,8 @@ const FULL: u64 = 2;
 const TAKING: u64 = 3;
 
 pub(crate) fn memcpy_baseline(size: usize, samples: usize, quick: bool) -> Record {
-    let src = vec![1u8; size];
-    let mut dst = vec![0u8; size];
+    let src = Buffer::filled(size, 1);
+    let mut dst = Buffer::filled(size, 0);
     let b = batch(size, quick) * 2;
     let mut times = Vec::new();
     for s in 0..samples + 2 {
@@ -207,8 +207,8 @@ pub(crate) fn channel_baseline(
     } else {
         (&channels.pong.0, &channels.ping.1)
     };
-    let sbuf = vec![me as u8; size];
-    let mut rbuf = vec![0u8; size];
+    let sbuf = Buffer::filled(size, me as u8);
+    let mut rbuf = Buffer::filled(size, 0);
     let b = batch(size, quick);
     let mut times = Vec::new();
     comm.barrier()?;
@@ -217,11 +217,11 @@ pub(crate) fn channel_baseline(
         let t = Instant::now();
         for _ in 0..b {
             if me == 0 {
-                tx.send(sbuf.clone()).map_err(|_| lost())?;
+                tx.send(sbuf.to_vec()).map_err(|_| lost())?;
                 rbuf.copy_from_slice(&rx.recv().map_err(|_| lost())?);
             } else {
                 rbuf.copy_from_slice(&rx.recv().map_err(|_| lost())?);
-                tx.send(sbuf.clone()).map_err(|_| lost())?;
+                tx.send(sbuf.to_vec()).map_err(|_| lost())?;
             }
         }
         if s >= 2 {

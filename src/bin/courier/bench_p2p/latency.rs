@@ -5,7 +5,7 @@ use std::time::Instant;
 use courier::{Comm, Result, BSEND_OVERHEAD};
 
 use super::baselines::{Handoff, Lines};
-use super::{batch, is_buffered, is_ready, median, summarize, Handoffs, Record, TAG};
+use super::{batch, is_buffered, is_ready, median, summarize, Buffer, Handoffs, Record, TAG};
 
 /// Times one (mode, size) ping-pong between ranks 0 and 1; `Some` on rank 0.
 ///
@@ -25,10 +25,10 @@ pub(crate) fn ping_pong(
     let me = comm.rank();
     let peer = 1 - me;
     let b = batch(size, quick);
-    let sbuf = vec![me as u8; size];
-    let mut rbuf = vec![0u8; size];
+    let sbuf = Buffer::filled(size, me as u8);
+    let mut rbuf = Buffer::filled(size, 0);
     let ready = is_ready(mode);
-    let mut spare = if ready { vec![0u8; size] } else { vec![] };
+    let mut spare = Buffer::filled(if ready { size } else { 0 }, 0);
     let mut owned = Some(vec![0u8; size]);
     if is_buffered(mode) {
         comm.attach_buffer(2 * (size + BSEND_OVERHEAD))?;
@@ -37,6 +37,13 @@ pub(crate) fn ping_pong(
     comm.barrier()?;
     let mut handoff = lines.map(|l| Handoff::new(comm, l)).transpose()?;
     let (mut flag, mut slot, hb) = (Vec::new(), Vec::new(), batch(8, quick));
+    // Over MPI, each sample is followed by one of the raw rsmpi counterpart:
+    // this machine's speed drifts by tens of percent over a run, and a ratio
+    // is only as good as the seconds its two sides were timed in.
+    let mut raw = (transport == "mpi")
+        .then(|| crate::raw_mpi::RawPingPong::interleaved(comm, mode, size))
+        .flatten();
+    let mut raw_times = Vec::new();
     let mut times = Vec::with_capacity(samples);
     let warmup = 2;
     for s in 0..samples + warmup {
@@ -53,6 +60,12 @@ pub(crate) fn ping_pong(
             times.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
         }
         comm.barrier()?;
+        if let Some(r) = &mut raw {
+            let t = r.sample(b)?;
+            if s >= warmup {
+                raw_times.push(t);
+            }
+        }
         if let Some(h) = &mut handoff {
             let (f, sl) = (h.flag(hb), h.slot(hb));
             if s >= warmup {
@@ -73,6 +86,7 @@ pub(crate) fn ping_pong(
             flag: median(flag),
             slot: median(slot),
         });
+        r.raw_us = raw.map(|_| median(raw_times));
         r
     }))
 }

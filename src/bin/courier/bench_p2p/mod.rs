@@ -24,6 +24,7 @@
 
 mod bandwidth;
 mod baselines;
+mod buffer;
 mod latency;
 mod mpi_child;
 mod output;
@@ -40,6 +41,7 @@ use crate::{json, raw_mpi, JobArgs};
 #[cfg_attr(not(feature = "mpi"), allow(unused_imports))]
 pub(crate) use bandwidth::windows;
 use bandwidth::{bw_measures, BIBW_MODES, MR_MODES};
+pub(crate) use buffer::Buffer;
 pub(crate) use latency::ping_pong;
 
 const MODES: [&str; 10] = [
@@ -134,6 +136,10 @@ pub(crate) struct Record {
     /// record's samples, on the same cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoffs_us: Option<Handoffs>,
+    /// MPI latency only: the median one-way time (µs) of the raw rsmpi
+    /// counterpart, timed between this record's samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_us: Option<f64>,
 }
 
 /// Median one-way times (µs) of the handoff baselines, timed in batches
@@ -215,6 +221,7 @@ pub(crate) fn summarize_as(
         bandwidth_mb_s: (directions * size) as f64 / latency_us.p50,
         msg_rate: directions as f64 * 1e6 / latency_us.p50,
         handoffs_us: None,
+        raw_us: None,
     }
 }
 

@@ -42,9 +42,14 @@ pub(crate) fn ratios(r: &Record, baselines: &[Record]) -> Vec<(&'static str, f64
             }
         }
         ("latency", _) => {
-            if let Some(m) = find(baselines, raw, "latency", r.size) {
-                out.push(("x raw", p50 / m.latency_us.p50));
-                out.push(("+us raw", p50 - m.latency_us.p50));
+            // The raw counterpart timed alongside this record when there is
+            // one, else the one timed before the size's courier modes.
+            let raw = r
+                .raw_us
+                .or_else(|| find(baselines, raw, "latency", r.size).map(|m| m.latency_us.p50));
+            if let Some(m) = raw {
+                out.push(("x raw", p50 / m));
+                out.push(("+us raw", p50 - m));
             }
         }
         ("bw" | "bibw" | "mr", _) => {
@@ -139,7 +144,7 @@ fn drift_note(results: &[Record]) -> Option<String> {
 /// One row per record: results, then baselines (`kind` tells them apart).
 pub(crate) fn csv(results: &[Record], baselines: &[Record]) -> String {
     let mut out = String::from(
-        "kind,transport,mode,test,size,latency_min_us,latency_p50_us,latency_p99_us,bandwidth_mb_s,msg_rate,flag_p50_us,slot_p50_us\n",
+        "kind,transport,mode,test,size,latency_min_us,latency_p50_us,latency_p99_us,bandwidth_mb_s,msg_rate,flag_p50_us,slot_p50_us,raw_p50_us\n",
     );
     for (kind, records) in [("result", results), ("baseline", baselines)] {
         for r in records {
@@ -147,9 +152,10 @@ pub(crate) fn csv(results: &[Record], baselines: &[Record]) -> String {
             let (flag, slot) = r.handoffs_us.map_or((String::new(), String::new()), |h| {
                 (h.flag.to_string(), h.slot.to_string())
             });
+            let raw = r.raw_us.map_or(String::new(), |m| m.to_string());
             let _ = writeln!(
                 out,
-                "{kind},{},{},{},{},{},{},{},{},{},{flag},{slot}",
+                "{kind},{},{},{},{},{},{},{},{},{},{flag},{slot},{raw}",
                 r.transport,
                 r.mode,
                 r.test,
