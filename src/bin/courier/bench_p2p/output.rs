@@ -44,10 +44,10 @@ pub(crate) fn ratios(r: &Record, baselines: &[Record]) -> Vec<(&'static str, f64
         ("latency", _) => {
             // The raw counterpart timed alongside this record when there is
             // one, else the one timed before the size's courier modes.
-            let raw = r
+            let raw_p50 = r
                 .raw_us
                 .or_else(|| find(baselines, raw, "latency", r.size).map(|m| m.latency_us.p50));
-            if let Some(m) = raw {
+            if let Some(m) = raw_p50 {
                 out.push(("x raw", p50 / m));
                 out.push(("+us raw", p50 - m));
             }
