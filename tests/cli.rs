@@ -112,9 +112,9 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
                 // samples; the window tests have none.
                 let handoffs = &r["handoffs_us"];
                 if *test == "latency" {
-                    let (flag, slot) = (handoffs["flag"].as_f64(), handoffs["slot"].as_f64());
+                    let positive = |k: &str| handoffs[k].as_f64().is_some_and(|t| t > 0.0);
                     assert!(
-                        flag.is_some_and(|f| f > 0.0) && slot.is_some_and(|s| s > 0.0),
+                        ["flag", "lines", "slot"].into_iter().all(positive),
                         "{mode} {size}: {handoffs}"
                     );
                 } else {
@@ -130,11 +130,12 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
     assert_eq!(
         (
             count("atomic-flag"),
+            count("line-per-direction"),
             count("slot-handoff"),
             count("memcpy"),
             count("channel")
         ),
-        (1, 1, 2, 2)
+        (1, 1, 1, 2, 2)
     );
     let csv = std::fs::read_to_string(&csv_path).unwrap();
     assert!(csv.starts_with("kind,transport,mode,test,size,"));
@@ -142,7 +143,7 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
         .lines()
         .next()
         .unwrap()
-        .ends_with(",flag_p50_us,slot_p50_us,raw_p50_us"));
+        .ends_with(",flag_p50_us,lines_p50_us,slot_p50_us,raw_p50_us"));
     assert_eq!(csv.lines().count(), 1 + expected + baselines.len());
     let latency_rows = csv
         .lines()
@@ -150,9 +151,7 @@ fn bench_p2p_quick_writes_every_test_mode_and_baseline_as_json_csv_and_svg() {
     for row in latency_rows {
         let fields: Vec<&str> = row.split(',').collect();
         assert!(
-            fields[10].parse::<f64>().is_ok()
-                && fields[11].parse::<f64>().is_ok()
-                && fields[12].is_empty(),
+            fields[10..13].iter().all(|f| f.parse::<f64>().is_ok()) && fields[13].is_empty(),
             "{row}"
         );
     }

@@ -36,7 +36,8 @@ pub(crate) fn ping_pong(
     // Ready modes: rank 1 pre-posts its first receive before the barrier.
     comm.barrier()?;
     let mut handoff = lines.map(|l| Handoff::new(comm, l)).transpose()?;
-    let (mut flag, mut slot, hb) = (Vec::new(), Vec::new(), batch(8, quick));
+    let (mut flag, mut directions, mut slot) = (Vec::new(), Vec::new(), Vec::new());
+    let hb = batch(8, quick);
     // Over MPI, each sample is followed by one of the raw rsmpi counterpart:
     // this machine's speed drifts by tens of percent over a run, and a ratio
     // is only as good as the seconds its two sides were timed in.
@@ -67,9 +68,10 @@ pub(crate) fn ping_pong(
             }
         }
         if let Some(h) = &mut handoff {
-            let (f, sl) = (h.flag(hb), h.slot(hb));
+            let (f, l, sl) = (h.flag(hb), h.directions(hb), h.slot(hb));
             if s >= warmup {
                 flag.push(f);
+                directions.push(l);
                 slot.push(sl);
             }
         }
@@ -84,6 +86,7 @@ pub(crate) fn ping_pong(
         let mut r = summarize(times, size, transport, mode);
         r.handoffs_us = lines.map(|_| Handoffs {
             flag: median(flag),
+            lines: median(directions),
             slot: median(slot),
         });
         r.raw_us = raw.map(|_| median(raw_times));

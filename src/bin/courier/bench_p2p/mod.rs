@@ -3,8 +3,10 @@
 //! measured in the same run, so every figure reads as a ratio.
 //!
 //! Baselines: over shared memory, an atomic-flag ping-pong between the same two
-//! cores (the hardware limit of a handoff), an 8-byte message through a
-//! claimed one-line slot per direction (the floor of a fastbox-like slot),
+//! cores (the hardware limit of a handoff), the same through one line per
+//! direction (the limit when each direction has memory of its own), an 8-byte
+//! message through a claimed one-line slot per direction (the floor of a
+//! fastbox-like slot),
 //! `memcpy` of the same size (the single-copy limit) and a bare crossbeam
 //! channel; Open MPI itself (raw rsmpi calls: `MPI_Send`, `MPI_Bsend`,
 //! `MPI_Ssend`, `MPI_Rsend` ping-pongs and an `MPI_Isend` window) — under
@@ -148,6 +150,8 @@ pub(crate) struct Record {
 pub(crate) struct Handoffs {
     /// The atomic-flag ping-pong.
     pub flag: f64,
+    /// The same ping-pong through one line per direction.
+    pub lines: f64,
     /// 8 bytes through a claimed one-line slot per direction.
     pub slot: f64,
 }

@@ -21,12 +21,19 @@ pub(crate) fn ratios(r: &Record, baselines: &[Record]) -> Vec<(&'static str, f64
             // The handoffs timed alongside this record when there are some,
             // else the ones timed at the start of the run.
             let handoff = |mode| find(baselines, mode, "latency", 8).map(|b| b.latency_us.p50);
-            let (flag, slot) = match r.handoffs_us {
-                Some(h) => (Some(h.flag), Some(h.slot)),
-                None => (handoff("atomic-flag"), handoff("slot-handoff")),
+            let (flag, lines, slot) = match r.handoffs_us {
+                Some(h) => (Some(h.flag), Some(h.lines), Some(h.slot)),
+                None => (
+                    handoff("atomic-flag"),
+                    handoff("line-per-direction"),
+                    handoff("slot-handoff"),
+                ),
             };
             if let Some(f) = flag {
                 out.push(("x flag", p50 / f));
+            }
+            if let Some(f) = lines.filter(|_| r.size == 8) {
+                out.push(("x lines", p50 / f));
             }
             if let Some(f) = slot.filter(|_| r.size == 8) {
                 out.push(("x slot", p50 / f));
@@ -144,18 +151,18 @@ fn drift_note(results: &[Record]) -> Option<String> {
 /// One row per record: results, then baselines (`kind` tells them apart).
 pub(crate) fn csv(results: &[Record], baselines: &[Record]) -> String {
     let mut out = String::from(
-        "kind,transport,mode,test,size,latency_min_us,latency_p50_us,latency_p99_us,bandwidth_mb_s,msg_rate,flag_p50_us,slot_p50_us,raw_p50_us\n",
+        "kind,transport,mode,test,size,latency_min_us,latency_p50_us,latency_p99_us,bandwidth_mb_s,msg_rate,flag_p50_us,lines_p50_us,slot_p50_us,raw_p50_us\n",
     );
     for (kind, records) in [("result", results), ("baseline", baselines)] {
         for r in records {
             let l = r.latency_us;
-            let (flag, slot) = r.handoffs_us.map_or((String::new(), String::new()), |h| {
-                (h.flag.to_string(), h.slot.to_string())
+            let [flag, lines, slot] = r.handoffs_us.map_or(Default::default(), |h| {
+                [h.flag, h.lines, h.slot].map(|t| t.to_string())
             });
             let raw = r.raw_us.map_or(String::new(), |m| m.to_string());
             let _ = writeln!(
                 out,
-                "{kind},{},{},{},{},{},{},{},{},{},{flag},{slot},{raw}",
+                "{kind},{},{},{},{},{},{},{},{},{},{flag},{lines},{slot},{raw}",
                 r.transport,
                 r.mode,
                 r.test,
@@ -178,7 +185,11 @@ mod tests {
 
     fn row(flag: f64) -> Record {
         let mut r = summarize(vec![0.1], 8, "shm", "send");
-        r.handoffs_us = Some(Handoffs { flag, slot: 0.05 });
+        r.handoffs_us = Some(Handoffs {
+            flag,
+            lines: 0.04,
+            slot: 0.05,
+        });
         r
     }
 
@@ -200,7 +211,9 @@ mod tests {
         let ratios = ratios(&r, &start);
         assert_eq!(ratios[0].0, "x flag");
         assert!((ratios[0].1 - 0.1 / 0.05).abs() < 1e-12, "{ratios:?}");
-        assert_eq!(ratios[1].0, "x slot");
+        assert_eq!(ratios[1].0, "x lines");
+        assert!((ratios[1].1 - 0.1 / 0.04).abs() < 1e-12, "{ratios:?}");
+        assert_eq!(ratios[2].0, "x slot");
         // Without its own, a row falls back to the flag timed at the start.
         let plain = summarize(vec![0.1], 8, "shm", "send");
         let ratios = super::ratios(&plain, &start);
