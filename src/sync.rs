@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
+use crate::transport::shm::SharedCopy;
 use crate::{Error, Result, Status};
 
 /// Longest a parked waiter sleeps before it looks at the failure flag again.
@@ -182,6 +183,8 @@ pub(crate) struct Completion {
     /// The error of an `Err` outcome (bit [`FAILED`]).
     error: Mutex<Option<Error>>,
     sleeper: Mutex<Option<Thread>>,
+    /// A copy the completer offers the waiter to share (bit [`OFFERED`]).
+    offered: Mutex<Option<Arc<SharedCopy>>>,
 }
 
 thread_local! {
@@ -199,6 +202,8 @@ const DONE: u8 = 2;
 const FAILED: u8 = 4;
 /// The waiter is parked (or about to be) and must be unparked.
 const SLEEPING: u8 = 8;
+/// The completer offers a copy to share (in `Completion::offered`).
+const OFFERED: u8 = 16;
 
 impl Completion {
     /// A fresh pending completion to share, from this thread's recycled ones
@@ -218,6 +223,44 @@ impl Completion {
                     r.push(done);
                 }
             });
+        }
+    }
+
+    /// Completer: offers the waiter `copy` to share until
+    /// [`withdraw_offer`](Self::withdraw_offer) (see `shm::copy`).
+    pub fn offer(&self, copy: &Arc<SharedCopy>) {
+        *self.offered.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy.clone());
+        self.state.fetch_or(OFFERED, Release);
+    }
+
+    /// Completer: ends the offer.
+    pub fn withdraw_offer(&self) {
+        self.state.fetch_and(!OFFERED, Relaxed);
+        self.offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Whether a copy is offered.
+    #[cfg(test)]
+    pub fn has_offer(&self) -> bool {
+        self.state.load(Relaxed) & OFFERED != 0
+    }
+
+    /// Waiter: copies chunks of the copy its completer offers, if any.
+    #[inline]
+    pub fn help(&self) {
+        if self.state.load(Acquire) & OFFERED == 0 {
+            return;
+        }
+        let copy = self
+            .offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(copy) = copy {
+            copy.help();
         }
     }
 
@@ -307,6 +350,7 @@ impl Completion {
             if self.is_done() {
                 return Some(());
             }
+            self.help();
             tick();
             None
         });

@@ -576,3 +576,74 @@ fn every_tiny_length_arrives_intact_through_the_fastbox() {
         Ok(())
     });
 }
+
+/// Large rendezvous copies are shared between sender and receiver in chunks
+/// (`shm::copy`). Whichever side matches — the sender into a posted receive,
+/// or the receiver out of a queued send — and whether or not the other side
+/// is spinning to help, every byte must arrive once, in place, with the
+/// message's own length; around the sharing threshold, and with a short last
+/// chunk.
+#[test]
+fn large_messages_arrive_intact_whichever_side_copies() {
+    let sizes = [
+        128 * 1024 - 1,
+        128 * 1024,
+        5 * 32 * 1024 + 123,
+        (3 << 20) + 7,
+    ];
+    let pattern = |n: usize, k: usize| -> Vec<u8> { (0..n).map(|i| (i * 31 + k) as u8).collect() };
+    run_ok(2, move |comm| {
+        for (k, &n) in sizes.iter().enumerate() {
+            // Round 0: the receive is posted first (the sender copies);
+            // round 1: the send is queued first (the receiver copies).
+            for round in 0..2 {
+                let tag = (2 * k + round) as i32;
+                let data = pattern(n, k + round);
+                if comm.rank() == 0 {
+                    if round == 0 {
+                        comm.recv(&mut [0u8], 1, 1000)?; // the receive is posted
+                    }
+                    match k % 3 {
+                        0 => comm.send(&data, 1, tag)?,
+                        1 => comm.ssend(&data, 1, tag)?,
+                        _ => comm.scope(|s| s.isend(&data, 1, tag)?.wait().map(drop))?,
+                    }
+                } else {
+                    let mut buf = vec![0u8; n + 64];
+                    let st = if round == 0 {
+                        comm.scope(|s| {
+                            let r = s.irecv(&mut buf, 0, tag)?;
+                            comm.send(&[0u8], 0, 1000)?;
+                            r.wait()
+                        })?
+                    } else {
+                        sleep(Duration::from_millis(20)); // the send queues
+                        comm.recv(&mut buf, 0, tag)?
+                    };
+                    assert_eq!(st.bytes, n, "size {n} round {round}");
+                    assert!(buf[..n] == data[..], "size {n} round {round}: bytes differ");
+                    assert!(
+                        buf[n..].iter().all(|&b| b == 0),
+                        "size {n}: wrote past the message"
+                    );
+                }
+            }
+        }
+        // A run of large ping-pongs, each side spinning (and helping) in turn.
+        let data = pattern(1 << 20, 9);
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..20 {
+            if comm.rank() == 0 {
+                comm.send(&data, 1, 77)?;
+                comm.recv(&mut buf, 1, 77)?;
+            } else {
+                comm.recv(&mut buf, 0, 77)?;
+                comm.send(&buf, 0, 77)?;
+            }
+        }
+        if comm.rank() == 0 {
+            assert!(buf == data, "a ping-ponged megabyte came back changed");
+        }
+        Ok(())
+    });
+}

@@ -34,6 +34,7 @@
 //! The ring counts towards the credit (it closes while a full ring would not
 //! fit). Memory stays bounded.
 
+mod copy;
 mod fastbox;
 mod ring;
 
@@ -47,6 +48,7 @@ use crate::bsend::{BsendSpace, StoredCopy};
 use crate::matching::{Envelope, Matcher, Pattern};
 use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 
+pub(crate) use copy::SharedCopy;
 use fastbox::{Fastboxes, SyncMatch, FASTBOX_BYTES};
 use ring::Rings;
 
@@ -140,18 +142,31 @@ impl RecvBuf {
 
     /// Checks and copies a message into the buffer; the status says what arrived.
     pub fn fill(self, src: &[u8], env: &Envelope) -> Result<Status> {
-        if src.len() > self.cap {
-            return Err(Error::Truncated {
-                message: src.len(),
-                buffer: self.cap,
-            });
-        }
-        self.elem.check(src.len())?;
+        self.check_fits(src.len())?;
         // SAFETY: the buffer is valid and exclusively ours (RecvBuf::new's contract),
         // src.len() <= cap, and src is another allocation (safe Rust cannot lend one
         // buffer as both a send and a receive buffer at once).
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr, src.len()) };
         Ok(Status::new(env.source, env.tag, src.len()))
+    }
+
+    /// [`fill`](Self::fill), sharing a large copy with the thread waiting on
+    /// `waiter` (see [`copy`]).
+    pub fn fill_shared(self, src: &[u8], env: &Envelope, waiter: &Completion) -> Result<Status> {
+        self.check_fits(src.len())?;
+        // SAFETY: as in `fill`.
+        unsafe { copy::copy(src, self.ptr, waiter) };
+        Ok(Status::new(env.source, env.tag, src.len()))
+    }
+
+    fn check_fits(&self, len: usize) -> Result<()> {
+        if len > self.cap {
+            return Err(Error::Truncated {
+                message: len,
+                buffer: self.cap,
+            });
+        }
+        self.elem.check(len)
     }
 }
 
@@ -541,6 +556,7 @@ impl Shm {
         peer: Option<Peer>,
     ) -> Result<Result<Status>> {
         self.wait_arrival(me, live, peer, || {
+            done.help();
             self.progress(me);
             done.outcome()
         })
@@ -655,7 +671,8 @@ impl Shm {
         let mut inbox = self.inbox(to);
         if let Some(posted) = inbox.matcher.take_posted(&env) {
             drop(inbox);
-            posted.done.complete(posted.dst.fill(data, &env));
+            let outcome = posted.dst.fill_shared(data, &env, &posted.done);
+            posted.done.complete(outcome);
             self.mailboxes[to].arrivals.notify();
             return SendOutcome::Done;
         }
@@ -757,8 +774,13 @@ impl Shm {
         let mut inbox = self.inbox(me);
         if let Some((env, msg)) = self.take(me, &mut inbox, &pat) {
             drop(inbox);
-            // Copy, then drop the body: that completes a rendezvous sender.
-            return RecvOutcome::Done(dst.fill(msg.body.bytes(), &env));
+            // Copy, then drop the body: that completes a rendezvous sender,
+            // which meanwhile may share the copy.
+            let filled = match &msg.body {
+                Body::Borrowed { done, .. } => dst.fill_shared(msg.body.bytes(), &env, done),
+                body => dst.fill(body.bytes(), &env),
+            };
+            return RecvOutcome::Done(filled);
         }
         let id = inbox.next_recv_id;
         inbox.next_recv_id += 1;
