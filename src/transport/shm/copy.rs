@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::sync::Completion;
 
 /// Smallest copy that is shared.
-pub(crate) const SHARED_MIN: usize = 128 * 1024;
+const SHARED_MIN: usize = 128 * 1024;
 
 /// Bytes per claim.
 const CHUNK: usize = 32 * 1024;

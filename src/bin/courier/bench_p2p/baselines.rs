@@ -66,11 +66,9 @@ pub(crate) fn handoff_baselines(
 pub(crate) struct Handoff<'a> {
     comm: &'a Comm,
     lines: &'a Lines,
-    /// Flag value of the last round trip's end.
+    /// Value of the last round trip's end, through the flag or the direction
+    /// lines.
     next: u64,
-    /// Round trips through the direction lines so far (each line holds the
-    /// number of the last one that passed it).
-    turns: u64,
     /// Round trips through the slots so far.
     trips: u64,
     /// Rank 0: the value the last slot round trip brought back, plus one (each
@@ -87,7 +85,6 @@ impl<'a> Handoff<'a> {
             comm,
             lines,
             next: 0,
-            turns: 0,
             trips: 0,
             echoed: 0,
         })
@@ -96,36 +93,32 @@ impl<'a> Handoff<'a> {
     /// `b` round trips of the flag; µs per one-way handoff.
     pub(crate) fn flag(&mut self, b: usize) -> f64 {
         let flag = &*self.lines.flag;
-        let first = self.comm.rank() == 0;
-        let t = Instant::now();
-        for _ in 0..b {
-            // Rank 0 moves the flag to odd values, rank 1 to even ones.
-            if first {
-                flag.store(self.next + 1, Release);
-                spin_until(flag, self.next + 2);
-            } else {
-                spin_until(flag, self.next + 1);
-                flag.store(self.next + 2, Release);
-            }
-            self.next += 2;
-        }
-        t.elapsed().as_secs_f64() * 1e6 / (2 * b) as f64
+        self.ping_pong(b, flag, flag)
     }
 
     /// `b` round trips through the direction lines; µs per one-way handoff.
     pub(crate) fn directions(&mut self, b: usize) -> f64 {
         let me = self.comm.rank();
-        let (mine, peers) = (&*self.lines.directions[me], &*self.lines.directions[1 - me]);
+        let lines = &self.lines.directions;
+        self.ping_pong(b, &lines[1 - me], &lines[me])
+    }
+
+    /// `b` round trips in which each rank hands the turn over by a store to
+    /// `out` and waits for it in `inbound` (one line for both, or one each).
+    /// Rank 0 stores odd values, rank 1 even ones, from the one count `next`:
+    /// every line only ever grows.
+    fn ping_pong(&mut self, b: usize, out: &AtomicU64, inbound: &AtomicU64) -> f64 {
+        let first = self.comm.rank() == 0;
         let t = Instant::now();
         for _ in 0..b {
-            self.turns += 1;
-            if me == 0 {
-                peers.store(self.turns, Release);
-                spin_until(mine, self.turns);
+            if first {
+                out.store(self.next + 1, Release);
+                spin_until(inbound, self.next + 2);
             } else {
-                spin_until(mine, self.turns);
-                peers.store(self.turns, Release);
+                spin_until(inbound, self.next + 1);
+                out.store(self.next + 2, Release);
             }
+            self.next += 2;
         }
         t.elapsed().as_secs_f64() * 1e6 / (2 * b) as f64
     }
