@@ -666,7 +666,10 @@ impl Comm {
                 let live = &self.world.live;
                 return mpi.wait_send(&self.world.shm, self.world_rank(), done, || live.check());
             }
-            return self.cluster_wait(None, || done.outcome().map(|r| r.map(drop)));
+            return self.cluster_wait(None, || {
+                done.help(); // a receiver copying a large message shares it
+                done.outcome().map(|r| r.map(drop))
+            });
         }
         let to = dest.local.expect("embedded peers are local");
         // Draining this rank's own fastboxes and rings meanwhile: its receives
@@ -701,6 +704,7 @@ impl Comm {
                         return Some(Err(e));
                     }
                 }
+                done.help(); // a sender filling this buffer shares a large copy
                 done.outcome().map(Ok)
             }),
             None => self.world.shm.wait_recv(me, done, &self.world.live, source),
