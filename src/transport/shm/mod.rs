@@ -5,7 +5,9 @@
 //! A send locks the *receiver's* mailbox and matches there, so the sender can see
 //! whether a receive is posted (needed by ready sends, and used by every mode to
 //! write straight into a posted buffer). Copies never happen under the lock except
-//! the eager copy of a small message.
+//! the eager copy of a small message and a buffered send's copy into the attached
+//! buffer (taken, as with `MPI_Bsend`, only when no receive is posted; a large
+//! one holds the receiver's lock for the whole copy).
 //!
 //! What each mode does here:
 //!
