@@ -302,6 +302,13 @@ impl Completion {
         }
     }
 
+    /// A waiter's poll: helps with the copy its completer offers, if any
+    /// ([`help`](Self::help)), then the outcome, once done.
+    pub fn poll(&self) -> Option<Result<Status>> {
+        self.help();
+        self.outcome()
+    }
+
     /// The outcome, once done.
     pub fn outcome(&self) -> Option<Result<Status>> {
         let state = self.state.load(Acquire);

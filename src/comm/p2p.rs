@@ -666,10 +666,7 @@ impl Comm {
                 let live = &self.world.live;
                 return mpi.wait_send(&self.world.shm, self.world_rank(), done, || live.check());
             }
-            return self.cluster_wait(None, || {
-                done.help(); // a receiver copying a large message shares it
-                done.outcome().map(|r| r.map(drop))
-            });
+            return self.cluster_wait(None, || done.poll().map(|r| r.map(drop)));
         }
         let to = dest.local.expect("embedded peers are local");
         // Draining this rank's own fastboxes and rings meanwhile: its receives
@@ -704,8 +701,7 @@ impl Comm {
                         return Some(Err(e));
                     }
                 }
-                done.help(); // a sender filling this buffer shares a large copy
-                done.outcome().map(Ok)
+                done.poll().map(Ok)
             }),
             None => self.world.shm.wait_recv(me, done, &self.world.live, source),
         };

@@ -311,10 +311,7 @@ impl<'s, 'env> Scope<'s, 'env> {
                 Outstanding::Recv { id, done } => {
                     if !self.comm.cancel_recv(id) {
                         if self.comm.world.mpi.is_some() {
-                            let _ = self.comm.cluster_wait(None, || {
-                                done.help();
-                                done.outcome().map(Ok)
-                            });
+                            let _ = self.comm.cluster_wait(None, || done.poll().map(Ok));
                         } else {
                             done.wait_regardless(&self.comm.world.live);
                         }

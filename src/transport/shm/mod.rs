@@ -558,9 +558,8 @@ impl Shm {
         peer: Option<Peer>,
     ) -> Result<Result<Status>> {
         self.wait_arrival(me, live, peer, || {
-            done.help();
             self.progress(me);
-            done.outcome()
+            done.poll()
         })
     }
 
