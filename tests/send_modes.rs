@@ -23,6 +23,15 @@ fn await_flag(flag: &AtomicBool) {
     }
 }
 
+/// Two flags, unset: one rank tells the other where it is while that one is
+/// away from the runtime (the runtime's own messages would let it catch up).
+fn flag_pair() -> (Arc<AtomicBool>, Arc<AtomicBool>) {
+    (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
 #[test]
 fn ssend_does_not_return_before_the_receive_is_posted() {
     for size in [8usize, 1 << 20] {
@@ -434,6 +443,128 @@ fn tiny_rsend_is_decided_while_the_receiver_is_away() {
         }
         Ok(())
     });
+}
+
+/// A ready send takes a receive offered to it only once every earlier message
+/// of its sender has been matched. Here a standard send with the same tag goes
+/// first while the receiver is away: still in the pair's fastbox (8 B) or ring
+/// (1 KiB), or matched under the receiver's lock (4 KiB). The receive belongs
+/// to it either way, so the ready send finds nothing posted.
+#[test]
+fn rsend_does_not_overtake_an_earlier_message_of_its_sender() {
+    for len in [8, 1024, 4096] {
+        let (posted, sent) = flag_pair();
+        run_ok(2, move |comm| {
+            if comm.rank() == 0 {
+                await_flag(&posted);
+                comm.send(&vec![1u8; len], 1, 5)?;
+                let ready = comm.rsend(&vec![2u8; len], 1, 5);
+                sent.store(true, SeqCst);
+                assert_eq!(ready, Err(Error::NotReady { dest: 1, tag: 5 }), "{len} B");
+            } else {
+                let mut buf = vec![0u8; len];
+                comm.scope(|s| {
+                    let r = s.irecv(&mut buf, 0, 5)?;
+                    posted.store(true, SeqCst);
+                    await_flag(&sent);
+                    r.wait()
+                })?;
+                assert!(
+                    buf.iter().all(|&b| b == 1),
+                    "{len} B: the ready send overtook"
+                );
+                assert_eq!(comm.iprobe(ANY_SOURCE, ANY_TAG)?, None);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A ready send fills the earliest posted receive that accepts it, even when
+/// a later one names its sender: the any-source receive here, posted first.
+#[test]
+fn rsend_fills_the_earliest_accepting_receive_even_an_any_source_one() {
+    let (posted, sent) = flag_pair();
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            await_flag(&posted);
+            comm.rsend(&[2u8; 8], 1, 5)?;
+            sent.store(true, SeqCst);
+        } else {
+            let (mut any, mut named) = ([0u8; 8], [0u8; 8]);
+            comm.scope(|s| {
+                let mut a = s.irecv(&mut any, ANY_SOURCE, 5)?;
+                let mut b = s.irecv(&mut named, 0, 5)?;
+                posted.store(true, SeqCst);
+                await_flag(&sent);
+                assert!(
+                    a.test()?.is_some(),
+                    "the earlier any-source receive was passed over"
+                );
+                assert!(b.cancel()?, "the later receive was filled");
+                Ok(())
+            })?;
+            assert_eq!((any, named), ([2; 8], [0; 8]));
+        }
+        Ok(())
+    });
+}
+
+/// A cancelled receive is withdrawn from ready sends too: one that follows
+/// the cancel finds nothing posted and leaves the buffer alone.
+#[test]
+fn rsend_after_a_cancel_finds_nothing_posted() {
+    let (cancelled, sent) = flag_pair();
+    run_ok(2, move |comm| {
+        if comm.rank() == 0 {
+            await_flag(&cancelled);
+            let ready = comm.rsend(&[2u8; 8], 1, 5);
+            sent.store(true, SeqCst);
+            assert_eq!(ready, Err(Error::NotReady { dest: 1, tag: 5 }));
+        } else {
+            let mut buf = [0u8; 8];
+            comm.scope(|s| {
+                let mut r = s.irecv(&mut buf, 0, 5)?;
+                assert!(r.cancel()?);
+                cancelled.store(true, SeqCst);
+                await_flag(&sent);
+                Ok(())
+            })?;
+            assert_eq!(buf, [0; 8], "a ready send wrote into a cancelled receive");
+        }
+        Ok(())
+    });
+}
+
+/// Many ready-send round trips, each into a freshly posted receive, with
+/// standard sends of the same tag in between: every message lands in the
+/// receive its order says, with its own contents.
+#[test]
+fn ready_and_standard_sends_keep_their_order_round_after_round() {
+    for ranks in [2, 3] {
+        run_ok(ranks, |comm| {
+            if comm.rank() > 1 {
+                return Ok(());
+            }
+            let peer = 1 - comm.rank();
+            for round in 0..300u32 {
+                let mine = [round, comm.rank() as u32];
+                let (mut got, mut then) = ([0u32; 2], [0u32; 2]);
+                comm.scope(|s| {
+                    let r = s.irecv(&mut got, peer, 7)?;
+                    let q = s.irecv(&mut then, peer, 7)?;
+                    comm.sendrecv(&[0u8], peer, 1, &mut [0u8], peer, 1)?; // both posted
+                    comm.rsend(&mine, peer, 7)?;
+                    comm.send(&[round + 1000, 9], peer, 7)?;
+                    r.wait()?;
+                    q.wait()
+                })?;
+                assert_eq!(got, [round, peer as u32], "round {round}");
+                assert_eq!(then, [round + 1000, 9], "round {round}");
+            }
+            Ok(())
+        });
+    }
 }
 
 #[test]
