@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use courier::{wait_all, Comm, Error, Runtime, Source, ANY_SOURCE, ANY_TAG};
+use courier::{test_all, wait_all, wait_any, Comm, Error, Runtime, Source, ANY_SOURCE, ANY_TAG};
 
 type Case = fn(&Comm) -> courier::Result<()>;
 
@@ -110,6 +110,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "a_probe_leaves_a_posted_receive_its_message",
         a_probe_leaves_a_posted_receive_its_message,
+    ),
+    (
+        "remote_receives_complete_every_way",
+        remote_receives_complete_every_way,
     ),
 ];
 
@@ -1582,4 +1586,113 @@ fn verdict(good: bool, ok: bool, stdout: &str, stderr: &str) -> Result<(), Strin
     } else {
         Err(format!("exit ok: {ok}\n{stdout}\n{stderr}"))
     }
+}
+
+/// Nonblocking receives from one rank of another process complete every way
+/// a request can, and each reports its message once:
+/// * polled with `test` (nothing before its message was even sent);
+/// * `wait_any` in the order the messages come, then `None`;
+/// * `test_all`: nothing until every receive is done, then all;
+/// * a scope's end: a dropped receive whose message came is delivered, and a
+///   dropped one whose message never came is withdrawn, leaving its buffer,
+///   and that message, to a receive posted later.
+fn remote_receives_complete_every_way(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    // Rank `last` tells rank 0 when to send the next message (tag 99).
+    let go = |to| comm.send::<u8>(&[], to, 99);
+    let wait_go = |from| comm.recv::<u8>(&mut [], from, 99).map(drop);
+    if comm.rank() == 0 {
+        for tag in 1..=3 {
+            wait_go(last)?;
+            comm.send(&[tag as u64], last, tag)?;
+        }
+        wait_go(last)?;
+        comm.send(&[4u64], last, 4)?;
+        comm.send(&[5u64], last, 5)?;
+        wait_go(last)?;
+        comm.send(&[6u64], last, 6)?;
+        go(last)?; // after tag 6 on the same lane: matched in that order
+        wait_go(last)?; // the scope with the dropped receives has ended
+        comm.send(&[7u64], last, 7)?;
+    } else if comm.rank() == last {
+        assert!(
+            !comm.is_local(0)?,
+            "rank 0 and the last rank share a process"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let in_time = |what: &str| assert!(Instant::now() < deadline, "{what} never completed");
+
+        let mut a = [0u64];
+        comm.scope(|s| {
+            let mut r = s.irecv(&mut a, 0, 1)?;
+            for _ in 0..100 {
+                assert!(r.test()?.is_none(), "complete before its message was sent");
+            }
+            go(0)?;
+            let st = loop {
+                if let Some(st) = r.test()? {
+                    break st;
+                }
+                in_time("a tested receive");
+            };
+            assert_eq!((st.source, st.tag, st.bytes), (0, 1, 8));
+            assert!(
+                matches!(r.test(), Err(Error::InactiveRequest)),
+                "a completion reported twice"
+            );
+            Ok::<_, Error>(())
+        })?;
+        assert_eq!(a, [1]);
+
+        let (mut b2, mut b3) = ([0u64], [0u64]);
+        comm.scope(|s| {
+            let mut reqs = vec![s.irecv(&mut b2, 0, 2)?, s.irecv(&mut b3, 0, 3)?];
+            go(0)?; // tag 2 first
+            let (i, st) = wait_any(&mut reqs)?.expect("two requests are active");
+            assert_eq!((i, st?.tag), (0, 2));
+            go(0)?;
+            let (i, st) = wait_any(&mut reqs)?.expect("one request is active");
+            assert_eq!((i, st?.tag), (1, 3));
+            assert!(wait_any(&mut reqs)?.is_none(), "no request is active");
+            Ok::<_, Error>(())
+        })?;
+        assert_eq!((b2, b3), ([2], [3]));
+
+        let (mut b4, mut b5) = ([0u64], [0u64]);
+        comm.scope(|s| {
+            let mut reqs = vec![s.irecv(&mut b4, 0, 4)?, s.irecv(&mut b5, 0, 5)?];
+            for _ in 0..100 {
+                assert!(test_all(&mut reqs)?.is_none(), "done before any message");
+            }
+            go(0)?;
+            let statuses = loop {
+                if let Some(st) = test_all(&mut reqs)? {
+                    break st;
+                }
+                in_time("test_all");
+            };
+            let tags: Vec<i32> = statuses.iter().map(|st| st.tag).collect();
+            assert_eq!(tags, [4, 5]);
+            Ok::<_, Error>(())
+        })?;
+        assert_eq!((b4, b5), ([4], [5]));
+
+        let (mut b6, mut b7) = ([0u64], [0u64]);
+        comm.scope(|s| {
+            let _came = s.irecv(&mut b6, 0, 6)?;
+            let _never = s.irecv(&mut b7, 0, 7)?;
+            go(0)?;
+            wait_go(0) // sent after tag 6
+        })?;
+        assert_eq!((b6, b7), ([6], [0]), "a dropped receive at the scope's end");
+        go(0)?;
+        let mut again = [0u64];
+        let st = comm.recv(&mut again, 0, 7)?;
+        assert_eq!(
+            (again, st.tag),
+            ([7], 7),
+            "the withdrawn receive took its message"
+        );
+    }
+    Ok(())
 }

@@ -32,7 +32,16 @@ pub(crate) struct RecvId {
 /// How posting a receive went.
 pub(crate) enum Posted {
     Done(Result<Status>),
-    Pending { id: RecvId, done: Arc<Completion> },
+    Pending {
+        id: RecvId,
+        done: Arc<Completion>,
+    },
+    /// Registered with the MPI transport, which keeps the outcome until
+    /// [`settle_kept`](Comm::settle_kept) takes it: a receive from one rank of
+    /// another process (no completion to share).
+    Kept {
+        id: u64,
+    },
 }
 
 use super::check_tag;
@@ -495,6 +504,7 @@ impl Comm {
         match self.post_recv(pat, dst)? {
             Posted::Done(r) => r,
             Posted::Pending { id, done } => self.settle_recv(id, &done, self.source_peer(&pat)?),
+            Posted::Kept { id } => self.settle_kept(id),
         }
     }
 
@@ -523,15 +533,8 @@ impl Comm {
                     return Ok(Posted::Done(dst.fill(body.bytes(), &env)));
                 }
             }
-            let done = Completion::shared();
-            let id = mpi.post(me, pat, group, rank_of, dst, done.clone(), None);
-            return Ok(Posted::Pending {
-                id: RecvId {
-                    shm: None,
-                    mpi: Some(id),
-                },
-                done,
-            });
+            let id = mpi.post(me, pat, group, rank_of, dst, None, None);
+            return Ok(Posted::Kept { id });
         }
         // SAFETY: the MPI side fills its alias only after withdrawing the
         // mailbox receive (`Shm::cancel_recv` succeeded), and vice versa.
@@ -539,7 +542,7 @@ impl Comm {
         Ok(match shm.recv(local, pat, dst) {
             RecvOutcome::Done(r) => Posted::Done(r),
             RecvOutcome::Pending { id, done } => {
-                let mid = mpi.post(me, pat, group, rank_of, alias, done.clone(), Some(id));
+                let mid = mpi.post(me, pat, group, rank_of, alias, Some(done.clone()), Some(id));
                 Posted::Pending {
                     id: RecvId {
                         shm: Some(id),
@@ -679,6 +682,82 @@ impl Comm {
             Err(_) => {
                 done.wait_regardless(&self.world.live);
                 Ok(())
+            }
+        }
+    }
+
+    /// Waits for a kept receive (see [`Posted::Kept`]) and takes its outcome:
+    /// tests its own MPI request between full progress passes, as
+    /// [`settle_recv`](Self::settle_recv) does, without a completion in
+    /// between. If a rank of this process fails meanwhile, withdraws the
+    /// receive; if it cannot (a ready send is on its way into it), waits for
+    /// it regardless: the buffer is never given back while MPI may write it.
+    /// Returns only once the receive is no longer registered.
+    pub(crate) fn settle_kept(&self, id: u64) -> Result<Status> {
+        let (mpi, me, live) = (self.mpi(), self.world_rank(), &self.world.live);
+        let mut spins = 0u32;
+        let mut watch = true;
+        loop {
+            match mpi.test_posted(me, id, QUICK_TESTS) {
+                Ok(Some(outcome)) => return outcome,
+                Ok(None) => {}
+                Err(e) => match mpi.cancel(me, id) {
+                    Ok(true) => return Err(e),
+                    _ => crate::transport::mpi::abort(&format!(
+                        "rank {me}: waiting for a receive failed: {e}"
+                    )),
+                },
+            }
+            self.progress();
+            // An outcome a progress pass (of this or another thread of the
+            // rank) left in the registry.
+            match mpi.take_outcome(me, id) {
+                Some(Some(outcome)) => return outcome,
+                Some(None) => {}
+                None => return Err(Error::InactiveRequest), // nothing can come
+            }
+            if watch {
+                if let Err(e) = live.check() {
+                    match mpi.cancel(me, id) {
+                        Ok(true) => return Err(e),
+                        Ok(false) => watch = false, // matched: its message is coming
+                        Err(e) => crate::transport::mpi::abort(&format!(
+                            "rank {me}: cancelling a receive failed: {e}"
+                        )),
+                    }
+                }
+            }
+            spins = spins.saturating_add(1);
+            if spins < live.spin_budget() {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Ends kept receive `id` whose request did not take its outcome (a
+    /// scope's end): withdraws it, or, when a message is already on its way
+    /// into it, waits for that and drops the outcome.
+    pub(crate) fn discard_kept(&self, id: u64) {
+        let (mpi, me, live) = (self.mpi(), self.world_rank(), &self.world.live);
+        let mut spins = 0u32;
+        loop {
+            match mpi.take_outcome(me, id) {
+                None | Some(Some(_)) => return, // taken earlier, or now
+                Some(None) => {}
+            }
+            match mpi.cancel(me, id) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => crate::transport::mpi::abort(&format!(
+                    "rank {me}: cancelling a receive failed: {e}"
+                )),
+            }
+            self.progress();
+            spins = spins.saturating_add(1);
+            if spins >= live.spin_budget() {
+                std::thread::yield_now();
             }
         }
     }

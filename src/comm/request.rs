@@ -51,6 +51,13 @@ enum Outstanding {
         id: RecvId,
         done: Arc<Completion>,
     },
+    /// A receive whose outcome the MPI transport keeps (see `Posted::Kept`).
+    Kept {
+        id: u64,
+    },
+    /// Settled by its request (a kept receive it took or cancelled): nothing
+    /// left to do.
+    Settled,
     /// A tiny synchronous send in its pair's fastbox, numbered `n`.
     SyncSend {
         dest: Peer,
@@ -76,6 +83,9 @@ pub struct Scope<'s, 'env: 's> {
 pub struct Request<'s> {
     comm: &'s Comm,
     state: State,
+    /// The scope's list of outstanding operations, for a request that
+    /// settles its own entry there.
+    outstanding: &'s RefCell<SmallVec<[Outstanding; 4]>>,
 }
 
 enum State {
@@ -91,6 +101,11 @@ enum State {
         done: Arc<Completion>,
         source: Option<Peer>,
     },
+    /// A receive from one rank of another process, whose outcome the MPI
+    /// transport keeps until taken; `slot` is its entry in the scope's list,
+    /// which it marks settled once it has taken the outcome (sparing the
+    /// scope's end a look into the registry).
+    Kept { id: u64, slot: usize },
     /// A tiny `issend` in its pair's fastbox (embedded): complete once the
     /// pair's match counter passes `n`.
     SyncSend { dest: Peer, n: u64, status: Status },
@@ -103,7 +118,7 @@ impl std::fmt::Debug for Request<'_> {
         let state = match &self.state {
             State::Complete(_) => "complete",
             State::Send { .. } | State::SyncSend { .. } => "send pending",
-            State::Recv { .. } => "receive pending",
+            State::Recv { .. } | State::Kept { .. } => "receive pending",
             State::Inactive => "inactive",
         };
         f.debug_struct("Request").field("state", &state).finish()
@@ -221,7 +236,11 @@ impl<'s, 'env> Scope<'s, 'env> {
                     .borrow_mut()
                     .push(Outstanding::SyncSend { dest, n });
                 let state = State::SyncSend { dest, n, status };
-                return Ok(Request { comm, state });
+                return Ok(Request {
+                    comm,
+                    state,
+                    outstanding: &self.outstanding,
+                });
             }
         }
         // SAFETY: `bytes` is borrowed for the whole scope, and the scope does not
@@ -265,7 +284,11 @@ impl<'s, 'env> Scope<'s, 'env> {
                 }
             }
         };
-        Ok(Request { comm, state })
+        Ok(Request {
+            comm,
+            state,
+            outstanding: &self.outstanding,
+        })
     }
 
     pub(crate) fn irecv_on<T: Pod>(
@@ -288,14 +311,30 @@ impl<'s, 'env> Scope<'s, 'env> {
                 });
                 State::Recv { id, done, source }
             }
+            Posted::Kept { id } => {
+                let mut outstanding = self.outstanding.borrow_mut();
+                outstanding.push(Outstanding::Kept { id });
+                State::Kept {
+                    id,
+                    slot: outstanding.len() - 1,
+                }
+            }
         };
-        Ok(Request { comm, state })
+        Ok(Request {
+            comm,
+            state,
+            outstanding: &self.outstanding,
+        })
     }
 
     /// Settles everything still outstanding: cancels unmatched receives, waits
     /// for sends (withdrawing them if a rank has failed).
     fn settle_all(&self) {
-        for op in self.outstanding.borrow_mut().drain(..) {
+        let mut outstanding = self.outstanding.borrow_mut();
+        if outstanding.is_empty() {
+            return;
+        }
+        for op in outstanding.drain(..) {
             match op {
                 Outstanding::Send { done, .. } | Outstanding::Recv { done, .. }
                     if done.is_done() =>
@@ -305,6 +344,8 @@ impl<'s, 'env> Scope<'s, 'env> {
                 Outstanding::SyncSend { dest, n } => {
                     let _ = self.comm.settle_sync(dest, n);
                 }
+                Outstanding::Kept { id } => self.comm.discard_kept(id),
+                Outstanding::Settled => {}
                 Outstanding::Send { dest, done } => {
                     let _ = self.comm.settle_send(dest, &done);
                 }
@@ -336,6 +377,11 @@ impl Request<'_> {
                 self.comm.settle_send(dest, &done).map(|()| status)
             }
             State::Recv { id, done, source } => self.comm.settle_recv(id, &done, source),
+            State::Kept { id, slot } => {
+                let outcome = self.comm.settle_kept(id);
+                self.settled(slot); // no longer registered, whatever the outcome
+                outcome
+            }
             State::SyncSend { dest, n, status } => self.comm.settle_sync(dest, n).map(|()| status),
             State::Inactive => Err(Error::InactiveRequest),
         }
@@ -352,7 +398,7 @@ impl Request<'_> {
         let peer = match &self.state {
             State::Send { dest, .. } | State::SyncSend { dest, .. } => Some(*dest),
             State::Recv { source, .. } => *source,
-            State::Complete(_) | State::Inactive => None,
+            State::Kept { .. } | State::Complete(_) | State::Inactive => None,
         };
         // Done, or its peer has finished: waiting returns at once (with the
         // outcome, or PeerFinished).
@@ -363,10 +409,36 @@ impl Request<'_> {
         Ok(None)
     }
 
-    /// Whether waiting would not block (done, or inactive).
-    fn is_ready(&self) -> bool {
+    /// Marks this request's entry in its scope's list settled: it has taken
+    /// (or is about to take, without fail) its kept outcome, or cancelled it.
+    /// The last entry (the usual case: a request waited for before the next
+    /// is started) leaves the list, so the scope's end has nothing to look at.
+    fn settled(&self, slot: usize) {
+        let mut outstanding = self.outstanding.borrow_mut();
+        if slot + 1 == outstanding.len() {
+            outstanding.pop();
+        } else {
+            outstanding[slot] = Outstanding::Settled;
+        }
+    }
+
+    /// Whether waiting would not block (done, or inactive). A kept receive's
+    /// outcome moves into the request here.
+    fn is_ready(&mut self) -> bool {
         match &self.state {
             State::Send { done, .. } | State::Recv { done, .. } => done.is_done(),
+            &State::Kept { id, slot } => {
+                let (mpi, me) = (self.comm.mpi(), self.comm.world_rank());
+                match mpi.take_outcome(me, id) {
+                    Some(None) => false,
+                    Some(Some(outcome)) => {
+                        self.settled(slot);
+                        self.state = State::Complete(outcome);
+                        true
+                    }
+                    None => true, // not registered: waiting says so at once
+                }
+            }
             State::SyncSend { dest, n, .. } => self.comm.sync_matched(*dest, *n),
             State::Complete(_) | State::Inactive => true,
         }
@@ -381,13 +453,18 @@ impl Request<'_> {
     /// whether it was cancelled; if so, its status has `cancelled` set and the
     /// buffer was not written. Sends and matched receives are not cancelled.
     pub fn cancel(&mut self) -> Result<bool> {
-        if let State::Recv { id, done, .. } = &self.state {
-            if self.comm.cancel_recv(*id) {
+        match &self.state {
+            State::Recv { id, done, .. } if self.comm.cancel_recv(*id) => {
                 done.complete(Ok(Status::cancelled()));
-                return Ok(true);
+                Ok(true)
             }
+            &State::Kept { id, slot } if self.comm.mpi().cancel(self.comm.world_rank(), id)? => {
+                self.settled(slot);
+                self.state = State::Complete(Ok(Status::cancelled()));
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(false)
     }
 }
 
@@ -422,7 +499,9 @@ pub fn wait_any(reqs: &mut [Request<'_>]) -> Result<Option<(usize, Result<Status
     let comm = reqs[0].comm;
     poll_until(&comm.world.live, || {
         comm.progress();
-        let i = reqs.iter().position(|r| r.is_active() && r.is_ready())?;
+        let i = reqs
+            .iter_mut()
+            .position(|r| r.is_active() && r.is_ready())?;
         Some((i, reqs[i].wait_mut()))
     })
     .map(Some)
@@ -451,7 +530,7 @@ pub fn test_all(reqs: &mut [Request<'_>]) -> Result<Option<Vec<Status>>> {
     if let Some(r) = reqs.first() {
         r.comm.progress();
     }
-    let all_done = reqs.iter().all(Request::is_ready);
+    let all_done = reqs.iter_mut().all(Request::is_ready);
     if all_done {
         return wait_all(reqs).map(Some);
     }

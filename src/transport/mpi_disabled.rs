@@ -96,7 +96,7 @@ impl Mpi {
         _: &[usize],
         _: &Arc<HashMap<usize, usize>>,
         _: RecvBuf,
-        _: Arc<Completion>,
+        _: Option<Arc<Completion>>,
         _: Option<u64>,
     ) -> u64 {
         match *self {}
@@ -115,7 +115,10 @@ impl Mpi {
     pub fn cancel(&self, _: usize, _: u64) -> Result<bool> {
         match *self {}
     }
-    pub fn test_posted(&self, _: usize, _: u64, _: u32) -> Result<()> {
+    pub fn test_posted(&self, _: usize, _: u64, _: u32) -> Result<Option<Result<Status>>> {
+        match *self {}
+    }
+    pub fn take_outcome(&self, _: usize, _: u64) -> Option<Option<Result<Status>>> {
         match *self {}
     }
     pub fn progress(&self, _: &Shm, _: usize) -> Result<()> {

@@ -277,7 +277,7 @@ struct Pending {
     pat: Pattern,
     senders: Senders<Arc<HashMap<usize, usize>>>,
     dst: Option<RecvBuf>,
-    done: Arc<Completion>,
+    done: Done,
     /// Also posted in the shared-memory mailbox under this id (`ANY_SOURCE`).
     shm_id: Option<u64>,
     /// Withdrawn for a ready send: the MPI receive posted for it.
@@ -295,23 +295,60 @@ struct Pending {
     id: u64,
 }
 
-/// A rank of another process: its world rank, that process, and its thread
-/// index there (worked out once per receive: a division).
+/// A rank of another process: its world rank, that process, its thread index
+/// there, and the process's node rank when it shares this node (worked out
+/// once per receive or ready send, by [`Mpi::remote`]: a division and a
+/// lookup).
 #[derive(Debug, Clone, Copy, Default)]
 struct Remote {
     world: usize,
     q: usize,
     s: usize,
+    node: Option<usize>,
 }
 
-impl Remote {
-    fn of(world: usize, threads: usize) -> Self {
-        Remote {
-            world,
-            q: world / threads,
-            s: world % threads,
+/// Where a registered receive's outcome goes.
+enum Done {
+    /// To a completion its request shares: an `ANY_SOURCE` receive, which
+    /// senders over shared memory may fill as well. Completed, it leaves the
+    /// registry.
+    Shared(Arc<Completion>),
+    /// Into the entry itself, which stays registered until its request takes
+    /// the outcome ([`Mpi::take_outcome`]): a receive from one rank of another
+    /// process, which only this registry fills, under its lock. Nothing to
+    /// allocate, share or recycle per receive.
+    Kept(Option<Result<Status>>),
+}
+
+impl Done {
+    fn is_done(&self) -> bool {
+        match self {
+            Done::Shared(c) => c.is_done(),
+            Done::Kept(outcome) => outcome.is_some(),
         }
     }
+
+    /// Completes with `outcome`; the first completion wins.
+    fn complete(&mut self, outcome: Result<Status>) {
+        match self {
+            Done::Shared(c) => c.complete(outcome),
+            Done::Kept(kept) => {
+                kept.get_or_insert(outcome);
+            }
+        }
+    }
+}
+
+/// Completes registered receive `i` with `outcome`; `true` when it stays
+/// registered (a kept outcome, for its request to take), `false` when it has
+/// left the registry.
+fn finish(receives: &mut VecDeque<Pending>, i: usize, outcome: Result<Status>) -> bool {
+    receives[i].done.complete(outcome);
+    if let Done::Kept(_) = receives[i].done {
+        return true;
+    }
+    take(receives, i);
+    false
 }
 
 /// Whom a receive or probe takes messages from.
@@ -325,11 +362,11 @@ enum Senders<M> {
 
 impl<M> Senders<M> {
     /// Of `pat`'s source (a rank of `group`), or of any member: `any()`.
-    fn of(pat: &Pattern, group: &[usize], threads: usize, any: impl FnOnce() -> M) -> Self {
+    fn of(pat: &Pattern, group: &[usize], mpi: &Mpi, any: impl FnOnce() -> M) -> Self {
         match pat.source {
             Some(rank) => Senders::Rank {
                 rank,
-                from: Remote::of(group[rank], threads),
+                from: mpi.remote(group[rank]),
             },
             None => Senders::Any(any()),
         }
@@ -420,7 +457,14 @@ const LANE_POSTED_MAX: usize = 16;
 
 /// Removes and returns the `i`th registered receive.
 fn take(receives: &mut VecDeque<Pending>, i: usize) -> Pending {
-    receives.remove(i).expect("index in range")
+    // The front, usually (receives mostly complete in posting order), where
+    // `remove` first works out which side of the ring to shift.
+    if i == 0 {
+        receives.pop_front()
+    } else {
+        receives.remove(i)
+    }
+    .expect("index in range")
 }
 
 /// A ready-send query: [ctx, sending thread, tag, reply id, message bytes].
@@ -601,6 +645,17 @@ impl Mpi {
         rank - self.process * self.threads
     }
 
+    /// Where world rank `world` (of another process) lives.
+    fn remote(&self, world: usize) -> Remote {
+        let (q, s) = self.split(world);
+        Remote {
+            world,
+            q,
+            s,
+            node: self.board.as_ref().and_then(|b| b.local(q)),
+        }
+    }
+
     fn split(&self, world_rank: usize) -> (usize, usize) {
         (world_rank / self.threads, world_rank % self.threads)
     }
@@ -611,15 +666,32 @@ impl Mpi {
         let (s, (q, d)) = (self.thread_of(from), self.split(to));
         let lanes = self.lanes(ctx);
         let dest = lanes.mpi_rank[q].expect("destination process hosts the context");
-        tally(self.lane_entry(&lanes.sent, s, d, q));
+        tally(self.lane_entry(&lanes.sent, s, d, self.node_of(q)));
         (lanes.comms[s * self.threads + d], dest)
     }
 
     /// The entry in `entries` (a lane's counters or flags) of the lane from
     /// thread `s` to thread `d` with process `q` at its other end; `None`
     /// unless `q` shares this node.
-    fn lane_entry<'a, T>(&self, entries: &'a [T], s: usize, d: usize, q: usize) -> Option<&'a T> {
-        Some(&entries[self.board.as_ref()?.counter(s, d, q)?])
+    fn lane_entry<'a, T>(
+        &self,
+        entries: &'a [T],
+        s: usize,
+        d: usize,
+        node: Option<usize>,
+    ) -> Option<&'a T> {
+        Some(&entries[self.counter(s, d, node)?])
+    }
+
+    /// Index in the lane tables of the lane from thread `s` to thread `d`
+    /// whose other end is the process of node rank `node` (none: another node).
+    fn counter(&self, s: usize, d: usize, node: Option<usize>) -> Option<usize> {
+        Some(self.board.as_ref()?.counter_at(s, d, node?))
+    }
+
+    /// Node rank of process `q`, when it shares this node.
+    fn node_of(&self, q: usize) -> Option<usize> {
+        self.board.as_ref()?.local(q)
     }
 
     /// Blocking send from world rank `from` to world rank `to` in another
@@ -876,7 +948,7 @@ impl Mpi {
             return Ok(SendOutcome::NotReady);
         }
         let lanes = self.lanes(env.ctx);
-        tally(self.lane_entry(&lanes.sent, self.thread_of(from), d, q));
+        tally(self.lane_entry(&lanes.sent, self.thread_of(from), d, self.node_of(q)));
         // SAFETY: the receive is posted for exactly this message (the answer
         // said so); the caller keeps `data` valid.
         unsafe { self.rsend_posted(from, data, (world_dest, id, self.ready), nonblocking) }
@@ -895,17 +967,13 @@ impl Mpi {
         data: &[u8],
         nonblocking: bool,
     ) -> Result<Option<SendOutcome>> {
-        let (s, (q, d)) = (self.thread_of(from), self.split(to));
-        let Some(board) = &self.board else {
+        let s = self.thread_of(from);
+        let Remote { q, s: d, node, .. } = self.remote(to);
+        let (Some(board), Some(node)) = (&self.board, node) else {
             return Ok(None);
         };
-        let Some(slot) = board.slot(self.process, s, q, d) else {
-            return Ok(None);
-        };
-        let lanes = self.lanes(env.ctx);
-        let Some(sent) = self.lane_entry(&lanes.sent, s, d, q) else {
-            return Ok(None);
-        };
+        let slot = board.taken_at(s, node, d);
+        let sent = &self.lanes(env.ctx).sent[board.counter_at(s, d, node)];
         let before = sent.load(Relaxed);
         if !slot.take(|offer| offer.accepts(env.ctx, env.tag, before, data.len())) {
             return Ok(None);
@@ -951,7 +1019,10 @@ impl Mpi {
     }
 
     /// Registers a receive of world rank `me` that may match a remote message.
-    /// `shm_id` is set when the receive is also posted in shared memory.
+    /// `shm_id` is set when the receive is also posted in shared memory, and
+    /// `done` is then the completion it shares with the mailbox; without one
+    /// the registry keeps the outcome until [`test_posted`](Self::test_posted)
+    /// or [`take_outcome`](Self::take_outcome) hands it over.
     #[allow(clippy::too_many_arguments)]
     pub fn post(
         &self,
@@ -960,19 +1031,21 @@ impl Mpi {
         group: &[usize],
         rank_of: &Arc<HashMap<usize, usize>>,
         dst: RecvBuf,
-        done: Arc<Completion>,
+        done: Option<Arc<Completion>>,
         shm_id: Option<u64>,
     ) -> u64 {
         let t = self.thread_of(me);
+        let senders = Senders::of(&pat, group, self, || rank_of.clone());
         let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
         // Written only under the registry lock: no read-modify-write needed.
         let id = self.next_pending[t].load(Relaxed);
         self.next_pending[t].store(id + 1, Relaxed);
+        let first = registry.receives.is_empty();
         registry.receives.push_back(Pending {
             pat,
-            senders: Senders::of(&pat, group, self.threads, || rank_of.clone()),
+            senders,
             dst: Some(dst),
-            done,
+            done: done.map_or(Done::Kept(None), Done::Shared),
             shm_id,
             ready: None,
             ready_from: Remote::default(),
@@ -981,10 +1054,13 @@ impl Mpi {
             lane: None,
             id,
         });
-        if let Err(e) = self
-            .lane_post(t, &mut registry)
-            .and_then(|()| self.refresh_offers(t, &mut registry))
-        {
+        let posted = if first {
+            self.post_first(t, &mut registry)
+        } else {
+            self.lane_post(t, &mut registry)
+                .and_then(|()| self.refresh_offers(t, &mut registry))
+        };
+        if let Err(e) = posted {
             // The receive is registered with its buffer: it cannot be handed
             // back as an error, and MPI is failing anyway.
             abort(&format!("rank {me}: posting a receive failed: {e}"));
@@ -1030,7 +1106,7 @@ impl Mpi {
             source: r,
             tag,
         };
-        let received = self.lane_entry(&lanes.received, s, t, q);
+        let received = self.lane_entry(&lanes.received, s, t, self.node_of(q));
         if let Some(tag) = pat.tag.filter(|_| dst.raw().1 <= SMALL_RECV) {
             if let Ok(mut scratch) = self.scratch[t].try_lock() {
                 let region = scratch.take().unwrap_or_else(Scratch::reserve);
@@ -1153,15 +1229,18 @@ impl Mpi {
         let p = &mut receives[i];
         if p.done.is_done() {
             // Filled already (a lane receive that a ready-send query found
-            // holding its message): not cancelled.
-            take(receives, i);
+            // holding its message): not cancelled. A kept outcome waits for
+            // its request.
+            if let Done::Shared(_) = p.done {
+                take(receives, i);
+            }
             return Ok(false);
         }
         if let Some(lane) = p.lane.as_mut() {
             if let Some(bytes) = lane.withdraw()? {
                 // Matched before the cancel: it completes with its message.
                 let outcome = self.lane_arrived(t, p, pool, bytes);
-                take(receives, i).done.complete(outcome);
+                finish(receives, i, outcome);
                 return Ok(false);
             }
             pool.finish(p.lane.take().expect("just withdrawn"), 0);
@@ -1216,14 +1295,14 @@ impl Mpi {
                     continue;
                 };
                 let outcome = self.lane_arrived(t, &mut pending[i], pool, bytes);
-                take(pending, i).done.complete(outcome);
+                i += usize::from(finish(pending, i, outcome));
                 completed = true;
                 continue;
             }
             if pending[i].ready.is_some() {
                 match self.settle_ready(t, &mut pending[i], false)? {
                     Settled::Done(outcome) => {
-                        take(pending, i).done.complete(outcome);
+                        i += usize::from(finish(pending, i, outcome));
                         completed = true;
                         continue;
                     }
@@ -1246,7 +1325,12 @@ impl Mpi {
                 }
             }
             if pending[i].done.is_done() {
-                take(pending, i);
+                // Filled meanwhile: over shared memory (it leaves), or a kept
+                // outcome its request has not taken yet (it stays).
+                match pending[i].done {
+                    Done::Shared(_) => drop(take(pending, i)),
+                    Done::Kept(_) => i += 1,
+                }
                 continue;
             }
             let pat = pending[i].pat;
@@ -1262,10 +1346,13 @@ impl Mpi {
                 i += 1;
                 continue;
             };
-            let mut p = take(pending, i);
-            let dst = p.dst.take().expect("a waiting receive holds its buffer");
-            if let Some(shm_id) = p.shm_id {
+            let dst = pending[i]
+                .dst
+                .take()
+                .expect("a waiting receive holds its buffer");
+            if let Some(shm_id) = pending[i].shm_id {
                 if !shm.cancel_recv(t, shm_id) {
+                    take(pending, i);
                     // Filled over shared memory meanwhile. The claimed message
                     // goes where MPI's matching would have put it: to the first
                     // later receive that accepts it, else into the mailbox,
@@ -1274,7 +1361,7 @@ impl Mpi {
                     // the rank).
                     let data = mrecv_vec(msg, a.bytes)?;
                     if let Some((j, outcome)) = hand_over(shm, t, pending, i, &env, &data) {
-                        take(pending, j).done.complete(outcome);
+                        finish(pending, j, outcome);
                         completed = true;
                     } else {
                         shm.park(t, env, data);
@@ -1282,7 +1369,8 @@ impl Mpi {
                     continue;
                 }
             }
-            p.done.complete(mrecv_into(msg, a, dst, &env));
+            let outcome = mrecv_into(msg, a, dst, &env);
+            i += usize::from(finish(pending, i, outcome));
             completed = true;
         }
         if completed {
@@ -1307,13 +1395,13 @@ impl Mpi {
         }
         let Remote { q, s, .. } = p.ready_from;
         let lanes = self.lanes(p.pat.ctx);
-        let received = self.lane_entry(&lanes.received, s, t, q);
+        let received = self.lane_entry(&lanes.received, s, t, p.ready_from.node);
         let a = match tested {
             Ok(Some(a)) => a,
             Err(e) => return Ok(Settled::Done(Err(e))),
             Ok(None) => {
                 let gen = p.offer.expect("checked above");
-                let slot = self.offering(q, s, t);
+                let slot = self.offering(p.ready_from, t);
                 let Some(offered) = slot.offered_count(gen) else {
                     return Ok(Settled::Taken);
                 };
@@ -1329,7 +1417,8 @@ impl Mpi {
                 if waiting.is_some() && self.withdraw_offer(t, p)? {
                     // The sender has moved on to other modes: stop offering
                     // on this lane until its next ready send asks again.
-                    if let Some(used) = self.lane_entry(&lanes.ready_used, s, t, q) {
+                    if let Some(used) = self.lane_entry(&lanes.ready_used, s, t, p.ready_from.node)
+                    {
                         used.store(false, Relaxed);
                     }
                     return Ok(Settled::Plain);
@@ -1339,8 +1428,8 @@ impl Mpi {
         };
         tally(received);
         if let Some(gen) = p.offer.take() {
-            self.offering(q, s, t).clear(gen);
-            self.prefetch_offers(q, s, t);
+            self.offering(p.ready_from, t).clear(gen);
+            self.prefetch_offers(p.ready_from, t);
         }
         let env = Envelope {
             ctx: p.pat.ctx,
@@ -1367,53 +1456,85 @@ impl Mpi {
     /// found across the tries: locking and searching per test made an 8-byte
     /// ready-send ping-pong between two processes about 0.02 µs slower per
     /// message (12 alternating runs: median 0.465 against 0.443 µs).
-    /// Does nothing when the receive has no request of its own (or the
-    /// registry is busy): then only full progress can fill it.
-    pub fn test_posted(&self, me: usize, id: u64, tries: u32) -> Result<()> {
+    /// A kept receive (no shared completion, see [`Done`]) that is complete,
+    /// here or earlier, leaves the registry and its outcome is returned: the
+    /// caller is its request's wait. Does nothing when the receive has no
+    /// request of its own (or the registry is busy): then only full progress
+    /// can fill it.
+    pub fn test_posted(&self, me: usize, id: u64, tries: u32) -> Result<Option<Result<Status>>> {
         let t = self.thread_of(me);
         let Ok(mut registry) = self.pending[t].try_lock() else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(i) = registry.receives.iter().position(|p| p.id == id) else {
-            return Ok(());
+            return Ok(None);
         };
-        let outcome = 'tested: {
-            let Registry { receives, pool, .. } = &mut *registry;
-            let p = &mut receives[i];
-            for _ in 0..tries {
-                if let Some(lane) = p.lane.as_mut() {
-                    if let Some(bytes) = lane.test()? {
-                        break 'tested self.lane_arrived(t, p, pool, bytes);
+        let Registry { receives, pool, .. } = &mut *registry;
+        let p = &mut receives[i];
+        if !p.done.is_done() {
+            let outcome = 'tested: {
+                for _ in 0..tries {
+                    if let Some(lane) = p.lane.as_mut() {
+                        if let Some(bytes) = lane.test()? {
+                            break 'tested self.lane_arrived(t, p, pool, bytes);
+                        }
+                    } else if p.ready.is_some() {
+                        if let Settled::Done(outcome) = self.settle_ready(t, p, true)? {
+                            break 'tested outcome;
+                        }
+                    } else {
+                        return Ok(None);
                     }
-                } else if p.ready.is_some() {
-                    if let Settled::Done(outcome) = self.settle_ready(t, p, true)? {
-                        break 'tested outcome;
-                    }
-                } else {
-                    return Ok(());
                 }
-            }
-            return Ok(());
+                return Ok(None);
+            };
+            p.done.complete(outcome);
+        } else if let Done::Shared(_) = p.done {
+            return Ok(None); // filled over shared memory: progress clears it
+        }
+        let kept = match take(receives, i).done {
+            Done::Kept(outcome) => outcome,
+            Done::Shared(_) => None, // its completion holds the outcome
         };
-        take(&mut registry.receives, i).done.complete(outcome);
-        self.refresh_offers(t, &mut registry)
+        if !registry.receives.is_empty() {
+            self.refresh_offers(t, &mut registry)?;
+        }
+        Ok(kept)
+    }
+
+    /// The outcome of kept receive `id` of world rank `me` (see [`Done`]):
+    /// `None` when it is no longer registered (taken, or cancelled),
+    /// `Some(None)` while it waits, `Some(Some(outcome))` once complete (it
+    /// then leaves the registry).
+    pub fn take_outcome(&self, me: usize, id: u64) -> Option<Option<Result<Status>>> {
+        let mut registry = self.pending[self.thread_of(me)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let i = registry.receives.iter().position(|p| p.id == id)?;
+        if !matches!(registry.receives[i].done, Done::Kept(Some(_))) {
+            return Some(None);
+        }
+        match take(&mut registry.receives, i).done {
+            Done::Kept(outcome) => Some(outcome),
+            Done::Shared(_) => unreachable!("checked above"),
+        }
     }
 
     /// Where thread `t` offers receives to thread `s` of process `q`.
-    fn offering(&self, q: usize, s: usize, t: usize) -> offers::Offering<'_> {
-        self.board
-            .as_ref()
-            .and_then(|b| b.offering(self.process, q, s, t))
-            .expect("offers go to processes of this node")
+    fn offering(&self, from: Remote, t: usize) -> offers::Offering<'_> {
+        let board = self.board.as_ref().expect("offers need the board");
+        board.offering_at(
+            from.node.expect("offers go to processes of this node"),
+            from.s,
+            t,
+        )
     }
 
     /// Whether receive `p` of thread `t` is offered and its sender has taken
     /// the offer: the sender's message is on its way to it.
     fn offer_taken(&self, t: usize, p: &Pending) -> bool {
-        p.offer.is_some_and(|gen| {
-            let Remote { q, s, .. } = p.ready_from;
-            self.offering(q, s, t).offered_count(gen).is_none()
-        })
+        p.offer
+            .is_some_and(|gen| self.offering(p.ready_from, t).offered_count(gen).is_none())
     }
 
     /// Starts fetching the two slots between thread `t` and thread `s` of
@@ -1428,14 +1549,12 @@ impl Mpi {
     /// over in 0.08 µs (flag ping-pong), an 8-byte `rsend` ping-pong went
     /// from +0.56 to +0.41 µs over raw `MPI_Rsend`, and `irsend` from +0.47
     /// to +0.38 (medians of 5 alternating runs).
-    fn prefetch_offers(&self, q: usize, s: usize, t: usize) {
-        let Some(board) = &self.board else { return };
-        if let Some(mine) = board.slot(q, s, self.process, t) {
-            mine.prefetch();
-        }
-        if let Some(theirs) = board.slot(self.process, t, q, s) {
-            theirs.prefetch();
-        }
+    fn prefetch_offers(&self, from: Remote, t: usize) {
+        let (Some(board), Some(node)) = (&self.board, from.node) else {
+            return;
+        };
+        board.offering_at(node, from.s, t).prefetch();
+        board.taken_at(t, node, from.s).prefetch();
     }
 
     /// Withdraws `p`'s offer and cancels its `MPI_Irecv`, leaving a plain
@@ -1443,8 +1562,7 @@ impl Mpi {
     /// taken the offer: the message is on its way to this receive.
     fn withdraw_offer(&self, t: usize, p: &mut Pending) -> Result<bool> {
         let gen = p.offer.expect("an offered receive");
-        let Remote { q, s, .. } = p.ready_from;
-        if !self.offering(q, s, t).withdraw(gen) {
+        if !self.offering(p.ready_from, t).withdraw(gen) {
             return Ok(false);
         }
         let mut req = p
@@ -1463,10 +1581,7 @@ impl Mpi {
     /// that has carried a ready send, with no earlier receive that a message
     /// from that rank could match, while that pair has no offer raised.
     fn refresh_offers(&self, t: usize, registry: &mut Registry) -> Result<()> {
-        let Some(board) = &self.board else {
-            return Ok(());
-        };
-        if !self.offers_wanted[t].load(Relaxed) {
+        if self.board.is_none() || !self.offers_wanted[t].load(Relaxed) {
             return Ok(());
         }
         let Registry {
@@ -1489,40 +1604,91 @@ impl Mpi {
             let Some(from) = from.filter(|_| first && p.ready.is_none() && p.lane.is_none()) else {
                 continue;
             };
-            let Remote { q, s, .. } = from;
-            let (Some(slot), Some(i)) = (
-                board.offering(self.process, q, s, t),
-                board.counter(s, t, q),
-            ) else {
+            let Some(i) = self.counter(from.s, t, from.node) else {
                 continue;
             };
             let lanes = self.lanes(p.pat.ctx);
-            if !lanes.ready_used[i].load(Relaxed) || !slot.is_free() {
-                continue;
+            if lanes.ready_used[i].load(Relaxed) {
+                self.offer(t, p, from, lanes.received[i].load(Relaxed))?;
             }
-            self.prefetch_offers(q, s, t);
-            let offer = offer_of(p, lanes.received[i].load(Relaxed));
-            let (ptr, _) = p
-                .dst
-                .as_ref()
-                .expect("waiting receives hold a buffer")
-                .raw();
-            let (src, tag) = (q as c_int, board.tag(s, t));
-            // SAFETY: the buffer holds `offer.cap` bytes and stays lent to this
-            // receive until its completion, which waits for this request (or
-            // its cancel).
-            let req = unsafe {
-                irecv(
-                    ptr,
-                    offer.cap as c_int,
-                    (src, tag, board.comm.0),
-                    "MPI_Irecv (offer)",
-                )?
-            };
-            p.ready = Some(Handle(req));
-            p.ready_from = from;
-            p.offer = Some(slot.raise(&offer));
         }
+        Ok(())
+    }
+
+    /// [`lane_post`](Self::lane_post) and [`refresh_offers`](Self::refresh_offers)
+    /// for thread `t`'s only registered receive, just posted: with nothing
+    /// registered before it, it is the first receive its sender's messages
+    /// meet, so it is offered (a lane that carries ready sends) or posted on
+    /// its lane (an exact tag and a small buffer) without looking at others.
+    fn post_first(&self, t: usize, registry: &mut Registry) -> Result<()> {
+        let Registry { receives, pool, .. } = registry;
+        let p = receives.back_mut().expect("just registered");
+        let Senders::Rank { from, .. } = p.senders else {
+            return Ok(());
+        };
+        let lanes = self.lanes(p.pat.ctx);
+        let Remote { q, s, .. } = from;
+        let counter = self.counter(s, t, from.node);
+        if let Some(i) = counter.filter(|&i| lanes.ready_used[i].load(Relaxed)) {
+            if self.offers_wanted[t].load(Relaxed) {
+                self.offer(t, p, from, lanes.received[i].load(Relaxed))?;
+            }
+            return Ok(());
+        }
+        let Some(tag) = p.pat.tag else {
+            return Ok(());
+        };
+        if p.dst.as_ref().is_none_or(|d| d.raw().1 > LANE_RECV_MAX) {
+            return Ok(());
+        }
+        let Some(region) = pool.region() else {
+            return Ok(());
+        };
+        let src = lanes.mpi_rank[q].expect("the source's process hosts the context");
+        match LaneRecv::post(src, tag, lanes.comms[s * self.threads + t].0, region) {
+            Ok(posted) => {
+                p.lane = Some(posted);
+                Ok(())
+            }
+            Err(e) => {
+                pool.posted -= 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Offers receive `p` of thread `t` to `from` (see [`offers`]) with its
+    /// lane's received `count`, if their slot is free: posts its `MPI_Irecv`
+    /// on the offers communicator and raises the flag.
+    fn offer(&self, t: usize, p: &mut Pending, from: Remote, count: u64) -> Result<()> {
+        let board = self.board.as_ref().expect("offers need the board");
+        let Remote { q, s, .. } = from;
+        let slot = self.offering(from, t);
+        if !slot.is_free() {
+            return Ok(());
+        }
+        self.prefetch_offers(from, t);
+        let offer = offer_of(p, count);
+        let (ptr, _) = p
+            .dst
+            .as_ref()
+            .expect("waiting receives hold a buffer")
+            .raw();
+        let (src, tag) = (q as c_int, board.tag(s, t));
+        // SAFETY: the buffer holds `offer.cap` bytes and stays lent to this
+        // receive until its completion, which waits for this request (or its
+        // cancel).
+        let req = unsafe {
+            irecv(
+                ptr,
+                offer.cap as c_int,
+                (src, tag, board.comm.0),
+                "MPI_Irecv (offer)",
+            )?
+        };
+        p.ready = Some(Handle(req));
+        p.ready_from = from;
+        p.offer = Some(slot.raise(&offer));
         Ok(())
     }
 
@@ -1550,7 +1716,7 @@ impl Mpi {
         let (Some(tag), Senders::Rank { from, .. }) = (p.pat.tag, &p.senders) else {
             return Ok(());
         };
-        let (Remote { world, q, s }, ctx) = (*from, p.pat.ctx);
+        let (Remote { world, q, s, node }, ctx) = (*from, p.pat.ctx);
         if p.dst.as_ref().is_none_or(|d| d.raw().1 > LANE_RECV_MAX) {
             return Ok(());
         }
@@ -1563,7 +1729,7 @@ impl Mpi {
         });
         let lanes = self.lanes(ctx);
         let ready = self
-            .lane_entry(&lanes.ready_used, s, t, q)
+            .lane_entry(&lanes.ready_used, s, t, node)
             .is_some_and(|used| used.load(Relaxed));
         if overtakes || ready {
             return Ok(());
@@ -1598,12 +1764,12 @@ impl Mpi {
         let lane = p.lane.take().expect("a lane-posted receive");
         let Senders::Rank {
             rank,
-            from: Remote { q, s, .. },
+            from: Remote { s, node, .. },
         } = p.senders
         else {
             unreachable!("a lane-posted receive names its source");
         };
-        tally(self.lane_entry(&self.lanes(p.pat.ctx).received, s, t, q));
+        tally(self.lane_entry(&self.lanes(p.pat.ctx).received, s, t, node));
         let env = Envelope {
             ctx: p.pat.ctx,
             source: rank,
@@ -1671,7 +1837,7 @@ impl Mpi {
                 continue;
             };
             let q = lanes.process_of[st.MPI_SOURCE as usize];
-            let received = self.lane_entry(&lanes.received, s, t, q);
+            let received = self.lane_entry(&lanes.received, s, t, self.node_of(q));
             if st.MPI_TAG == MARKER_TAG {
                 // A ready send's marker (only ANY_TAG probes see one): set it
                 // aside for the query it announces, and look at this lane again.
@@ -1727,7 +1893,7 @@ impl Mpi {
         group: &[usize],
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<Status>> {
-        let senders = Senders::of(pat, group, self.threads, || rank_of);
+        let senders = Senders::of(pat, group, self, || rank_of);
         let found = self.probe_user(me, pat, senders, false)?;
         Ok(found.map(|(_, env, a)| Status::new(env.source, env.tag, a.bytes)))
     }
@@ -1741,7 +1907,7 @@ impl Mpi {
         group: &[usize],
         rank_of: &HashMap<usize, usize>,
     ) -> Result<Option<(Envelope, Vec<u8>)>> {
-        let senders = Senders::of(pat, group, self.threads, || rank_of);
+        let senders = Senders::of(pat, group, self, || rank_of);
         match self.probe_user(me, pat, senders, true)? {
             Some((Some(msg), env, a)) => Ok(Some((env, mrecv_vec(msg, a.bytes)?))),
             _ => Ok(None),
@@ -1819,7 +1985,7 @@ impl Mpi {
                 let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
                 let comm = lanes.comms[s * self.threads + t].0;
                 while let Some(m) = claim_marker(comm, src)? {
-                    tally(self.lane_entry(&lanes.received, s, t, q));
+                    tally(self.lane_entry(&lanes.received, s, t, self.node_of(q)));
                     ready.markers.insert((q, m));
                 }
                 if !ready.markers.remove(&(q, id)) {
@@ -1878,7 +2044,7 @@ impl Mpi {
         let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
         let lane = lanes.comms[s * self.threads + t].0;
         let world = q * self.threads + s;
-        if let Some(i) = self.board.as_ref().and_then(|b| b.counter(s, t, q)) {
+        if let Some(i) = self.counter(s, t, self.node_of(q)) {
             // This lane carries ready sends: offer its receives from now on.
             lanes.ready_used[i].store(true, Relaxed);
             self.offers_wanted[t].store(true, Relaxed);
@@ -1941,7 +2107,7 @@ impl Mpi {
             )?
         };
         p.ready = Some(Handle(req));
-        p.ready_from = Remote { world, q, s };
+        p.ready_from = self.remote(world);
         p.pat.tag = Some(tag);
         Ok(true)
     }

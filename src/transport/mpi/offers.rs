@@ -184,6 +184,11 @@ pub(super) struct Offering<'a> {
 }
 
 impl Offering<'_> {
+    /// Starts fetching the slot's line (see [`Slot::prefetch`]).
+    pub fn prefetch(&self) {
+        self.slot.prefetch();
+    }
+
     /// Whether no offer of this receiver holds the slot.
     pub fn is_free(&self) -> bool {
         self.mine.load(Ordering::Relaxed) & 1 == 0
@@ -234,6 +239,8 @@ pub(super) struct Board {
     bases: Vec<Handle<*const Slot>>,
     /// Node rank of each process of the job (`None`: another node).
     node_rank: Vec<Option<usize>>,
+    /// This process's node rank.
+    me: usize,
     /// This process's record of each slot it offers in, by (sending node
     /// rank, sending thread, receiving thread): see [`Offering`].
     mine: Box<[AtomicU64]>,
@@ -265,6 +272,12 @@ impl Board {
             "MPI_Comm_split_type",
         )?;
         let node_rank = node_ranks(world, node, processes)?;
+        let mut me: c_int = 0;
+        // SAFETY: `node` is a valid communicator; `me` is an out-parameter.
+        check(
+            unsafe { ffi::MPI_Comm_rank(node, &mut me) },
+            "MPI_Comm_rank",
+        )?;
         let node_size = node_rank.iter().flatten().count();
         let per_process = threads * node_size * threads;
         // One slot more, to align the slots: MPI libraries need not align a
@@ -329,6 +342,7 @@ impl Board {
             _win: Handle(win),
             bases,
             node_rank,
+            me: me as usize,
             mine: (0..per_process).map(|_| AtomicU64::new(0)).collect(),
             threads,
             comm,
@@ -347,31 +361,34 @@ impl Board {
     }
 
     /// The counter of the lane from thread `s` to thread `d` whose other end
-    /// is process `q`, when `q` shares this node.
-    pub fn counter(&self, s: usize, d: usize, q: usize) -> Option<usize> {
-        Some((s * self.threads + d) * self.bases.len() + self.local(q)?)
+    /// is the process of node rank `node`.
+    pub fn counter_at(&self, s: usize, d: usize, node: usize) -> usize {
+        (s * self.threads + d) * self.bases.len() + node
     }
 
-    /// Where thread `d` of process `receiver` offers to thread `s` of process
-    /// `sender`; `None` when they are on different nodes.
-    pub fn slot(&self, sender: usize, s: usize, receiver: usize, d: usize) -> Option<&Slot> {
-        let (ns, nr) = (self.local(sender)?, self.local(receiver)?);
-        let t = self.threads;
-        let i = (s * self.bases.len() + nr) * t + d;
+    /// Where thread `d` of the process of node rank `nr` offers to thread `s`
+    /// of the process of node rank `ns` (in `ns`'s segment).
+    fn slot_at(&self, ns: usize, s: usize, nr: usize, d: usize) -> &Slot {
+        let i = (s * self.bases.len() + nr) * self.threads + d;
         // SAFETY: `i` < threads × node size × threads, the slots in each segment;
         // the window lives as long as the process, and every field is an atomic.
-        Some(unsafe { &*self.bases[ns].0.add(i) })
+        unsafe { &*self.bases[ns].0.add(i) }
     }
 
-    /// Where thread `d` of this process (`me`) offers to thread `s` of process
-    /// `sender`; `None` when they are on different nodes.
-    pub fn offering(&self, me: usize, sender: usize, s: usize, d: usize) -> Option<Offering<'_>> {
-        let ns = self.local(sender)?;
+    /// Where thread `d` of this process takes offers from thread `s` of the
+    /// process of node rank `nr` (its ready sends to `s`).
+    pub fn taken_at(&self, d: usize, nr: usize, s: usize) -> &Slot {
+        self.slot_at(self.me, d, nr, s)
+    }
+
+    /// Where thread `d` of this process offers to thread `s` of the process of
+    /// node rank `ns`.
+    pub fn offering_at(&self, ns: usize, s: usize, d: usize) -> Offering<'_> {
         let t = self.threads;
-        Some(Offering {
-            slot: self.slot(sender, s, me, d)?,
+        Offering {
+            slot: self.slot_at(ns, s, self.me, d),
             mine: &self.mine[(ns * t + s) * t + d],
-        })
+        }
     }
 
     /// The tag of an offered send from thread `s` to thread `d`: each pair has
