@@ -118,13 +118,20 @@ impl Comm {
     /// # Ok::<(), courier::Error>(())
     /// ```
     pub fn send<T: Pod>(&self, buf: &[T], dest: usize, tag: i32) -> Result<()> {
-        self.send_on(
-            self.ctx,
-            bytemuck::cast_slice(buf),
-            dest,
-            check_tag(tag)?,
-            Mode::Standard,
-        )
+        let bytes: &[u8] = bytemuck::cast_slice(buf);
+        let tag = check_tag(tag)?;
+        // A tiny message to a rank of this process: its pair's fastbox, if free.
+        if let Some(to) = self
+            .group
+            .get(dest)
+            .and_then(|&w| self.world.layout.local(w))
+        {
+            let env = self.envelope(self.ctx, tag);
+            if self.world.shm.send_tiny(self.me(), to, &env, bytes) {
+                return Ok(());
+            }
+        }
+        self.send_on(self.ctx, bytes, dest, tag, Mode::Standard)
     }
 
     /// Buffered send (`MPI_Bsend`): copies the message into the attached buffer

@@ -24,7 +24,7 @@ use crate::matching::Envelope;
 
 /// Largest payload a fastbox carries.
 pub(crate) const FASTBOX_BYTES: usize = 40;
-const WORDS: usize = FASTBOX_BYTES / 8;
+pub(crate) const WORDS: usize = FASTBOX_BYTES / 8;
 
 const EMPTY: u32 = 0;
 const WRITING: u32 = 1;
@@ -53,12 +53,18 @@ pub(crate) struct Taken {
     /// (or drops the [`SyncMatch`] queued with it).
     pub sync: bool,
     len: usize,
-    data: [u8; FASTBOX_BYTES],
+    /// The payload words the message covers, as the slot held them.
+    words: [u64; WORDS],
 }
 
 impl Taken {
     pub fn bytes(&self) -> &[u8] {
-        &self.data[..self.len]
+        &bytemuck::bytes_of(&self.words)[..self.len]
+    }
+
+    /// The payload as words, and its length in bytes.
+    pub fn words(&self) -> (&[u64; WORDS], usize) {
+        (&self.words, self.len)
     }
 }
 
@@ -290,10 +296,9 @@ impl Fastboxes {
     fn read(slot: &Slot) -> Taken {
         let len = slot.len.load(Relaxed);
         let bytes = (len & !SYNC) as usize;
-        let mut data = [0u8; FASTBOX_BYTES];
-        let words = bytes.div_ceil(8);
-        for (w, chunk) in slot.data[..words].iter().zip(data.chunks_exact_mut(8)) {
-            chunk.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
+        let mut words = [0u64; WORDS];
+        for (w, word) in slot.data[..bytes.div_ceil(8)].iter().zip(&mut words) {
+            *word = w.load(Relaxed);
         }
         let ctx_tag = slot.ctx_tag.load(Relaxed);
         let env = Envelope {
@@ -305,11 +310,142 @@ impl Fastboxes {
             env,
             sync: len & SYNC != 0,
             len: bytes,
-            data,
+            words,
         }
     }
 
     fn row(&self, to: usize) -> &[CachePadded<Slot>] {
         &self.slots[to * self.ranks..(to + 1) * self.ranks]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(source: usize, tag: i32) -> Envelope {
+        Envelope {
+            ctx: 7,
+            source,
+            tag,
+        }
+    }
+
+    #[test]
+    fn a_slot_holds_one_message_until_taken() {
+        let fb = Fastboxes::new(3);
+        assert!(fb.try_put(0, 2, &env(0, 1), &[1, 2, 3]));
+        assert!(!fb.try_put(0, 2, &env(0, 2), &[4]), "one message per slot");
+        assert!(
+            fb.try_put(2, 0, &env(5, 9), &[9; FASTBOX_BYTES]),
+            "the other way is free"
+        );
+        assert!(
+            !fb.try_put(1, 0, &env(1, 9), &[0; FASTBOX_BYTES + 1]),
+            "too long"
+        );
+        assert!(fb.any_full(2) && fb.any_full(0) && !fb.any_full(1));
+
+        let t = fb.claim(0, 2).expect("waiting");
+        assert_eq!(
+            (t.env, t.sync, t.bytes()),
+            (env(0, 1), false, &[1, 2, 3][..])
+        );
+        let first = u64::from_ne_bytes([1, 2, 3, 0, 0, 0, 0, 0]);
+        assert_eq!(t.words(), (&[first, 0, 0, 0, 0], 3));
+        assert!(
+            fb.holds(0, 2) && !fb.is_empty(0, 2),
+            "claimed, not yet taken"
+        );
+        assert!(fb.claim(0, 2).is_none(), "claimed once");
+        fb.release(0, 2);
+        assert!(!fb.holds(0, 2) && fb.is_empty(0, 2));
+        assert!(fb.try_put(0, 2, &env(0, 3), &[]), "free again");
+
+        let t = fb.claim_waiting(2, 0).expect("waiting");
+        assert_eq!((t.env, t.bytes()), (env(5, 9), &[9; FASTBOX_BYTES][..]));
+        fb.unclaim(2, 0);
+        let t = fb.claim(2, 0).expect("left for the next taker");
+        assert_eq!(t.bytes(), &[9; FASTBOX_BYTES]);
+        fb.release(2, 0);
+        assert!(!fb.any_full(0));
+    }
+
+    #[test]
+    fn a_synchronous_message_is_flagged_and_counted() {
+        let fb = Fastboxes::new(2);
+        let n = fb.try_put_sync(1, 0, &env(1, 4), &[8]).expect("put");
+        assert!(
+            fb.try_put_sync(1, 0, &env(1, 4), &[8]).is_none(),
+            "one token"
+        );
+        let t = fb.claim(1, 0).expect("waiting");
+        assert!(t.sync);
+        fb.release(1, 0);
+        assert_eq!(fb.matched_count(1, 0), n);
+        fb.matched(1, 0);
+        assert_eq!(fb.matched_count(1, 0), n + 1);
+    }
+
+    /// Two threads of one rank send and two threads of the other take, at
+    /// once, through one pair's slot (and the same the other way): every
+    /// message arrives once, intact, and each sending thread's in its order.
+    /// A taker records a message before it releases the slot, and the next
+    /// can only be put after that, so the records are in taking order.
+    #[test]
+    fn concurrent_senders_and_takers_lose_nothing() {
+        const N: u64 = 20_000;
+        let fb = Fastboxes::new(2);
+        let records: Vec<std::sync::Mutex<Vec<u64>>> =
+            (0..2).map(|_| std::sync::Mutex::default()).collect();
+        std::thread::scope(|s| {
+            for (from, to) in [(0, 1), (1, 0)] {
+                for thread in 0..2u64 {
+                    let fb = &fb;
+                    s.spawn(move || {
+                        for i in 0..N {
+                            let v = thread << 32 | i;
+                            let e = env(from, thread as i32);
+                            while !fb.try_put(from, to, &e, &v.to_ne_bytes()) {
+                                std::hint::spin_loop();
+                            }
+                        }
+                    });
+                }
+                // One taker claims as the receiver does, the other as a drain.
+                for drain in [false, true] {
+                    let (fb, record) = (&fb, &records[to]);
+                    s.spawn(move || loop {
+                        let t = if drain {
+                            fb.claim_waiting(from, to)
+                        } else {
+                            fb.claim(from, to)
+                        };
+                        let Some(t) = t else {
+                            if record.lock().unwrap().len() == 2 * N as usize {
+                                return;
+                            }
+                            std::hint::spin_loop();
+                            continue;
+                        };
+                        let v = u64::from_ne_bytes(t.bytes().try_into().unwrap());
+                        assert_eq!(t.env.tag as u64, v >> 32, "envelope and payload agree");
+                        record.lock().unwrap().push(v);
+                        fb.release(from, to);
+                    });
+                }
+            }
+        });
+        for record in &records {
+            let record = record.lock().unwrap();
+            for thread in 0..2u64 {
+                let mine: Vec<u64> = record
+                    .iter()
+                    .filter(|v| *v >> 32 == thread)
+                    .copied()
+                    .collect();
+                assert_eq!(mine, (0..N).map(|k| thread << 32 | k).collect::<Vec<_>>());
+            }
+        }
     }
 }

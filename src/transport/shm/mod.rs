@@ -51,7 +51,7 @@ use crate::matching::{Envelope, Matcher, Pattern};
 use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 
 pub(crate) use copy::SharedCopy;
-use fastbox::{Fastboxes, SyncMatch, FASTBOX_BYTES};
+use fastbox::{Fastboxes, SyncMatch, FASTBOX_BYTES, WORDS};
 use ring::Rings;
 
 /// Jobs up to this many ranks get fastboxes (they take ranks² cache lines) and
@@ -140,6 +140,28 @@ impl RecvBuf {
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub unsafe fn alias(&self) -> Self {
         RecvBuf { ..*self }
+    }
+
+    /// [`fill`](Self::fill) for a fastbox message: the first `len` bytes of
+    /// `words`, with the usual 8- and 16-byte messages copied as one or two
+    /// word stores, not a call.
+    #[inline]
+    pub fn fill_small(
+        self,
+        (words, len): (&[u64; WORDS], usize),
+        env: &Envelope,
+    ) -> Result<Status> {
+        self.check_fits(len)?;
+        // SAFETY: as in `fill`: `len` <= cap was checked, and `words` is
+        // this thread's own copy of the message.
+        unsafe {
+            match len {
+                8 => std::ptr::write_unaligned(self.ptr.cast::<u64>(), words[0]),
+                16 => std::ptr::write_unaligned(self.ptr.cast::<[u64; 2]>(), [words[0], words[1]]),
+                n => std::ptr::copy_nonoverlapping(words.as_ptr().cast::<u8>(), self.ptr, n),
+            }
+        }
+        Ok(Status::new(env.source, env.tag, len))
     }
 
     /// Checks and copies a message into the buffer; the status says what arrived.
@@ -515,7 +537,7 @@ impl Shm {
                 if taken.sync {
                     fb.matched(from, me);
                 }
-                return Some(dst.fill(taken.bytes(), &taken.env));
+                return Some(dst.fill_small(taken.words(), &taken.env));
             }
             if let Some(claimed) = ring.and_then(|r| r.claim()) {
                 // The fastbox checked after the claim: a drain that took its
@@ -639,6 +661,27 @@ impl Shm {
         }
     }
 
+    /// A standard send of at most [`FASTBOX_BYTES`] through the pair's
+    /// fastbox, if it is free (and the pair's ring empty: consumers take the
+    /// fastbox's message first); `false`: nothing done, take
+    /// [`send`](Self::send). The common tiny send, without the mode dispatch,
+    /// lock or matching of the general path.
+    #[inline]
+    pub fn send_tiny(&self, from: usize, to: usize, env: &Envelope, data: &[u8]) -> bool {
+        let Some((fb, rings)) = &self.small else {
+            return false;
+        };
+        // The length first: the ring's counters are lines its consumer writes.
+        if data.len() <= FASTBOX_BYTES
+            && rings.is_empty(from, to)
+            && fb.try_put(from, to, env, data)
+        {
+            self.mailboxes[to].arrivals.notify();
+            return true;
+        }
+        false
+    }
+
     /// Sends `data` from world rank `from` to world rank `to`.
     ///
     /// # Safety
@@ -658,13 +701,11 @@ impl Shm {
         // empty: consumers take the fastbox's message first. Small standard
         // sends go through the ring. Buffered ones above the fastbox keep
         // their space until delivered, as `bsend` documents.
-        if let (Mode::Standard | Mode::Buffered(_), Some((fb, rings))) = (&mode, &self.small) {
-            // The length first: the ring's counters are lines its consumer writes.
-            if (data.len() <= FASTBOX_BYTES
-                && rings.is_empty(from, to)
-                && fb.try_put(from, to, &env, data))
-                || (matches!(mode, Mode::Standard) && rings.try_put(from, to, &env, data))
-            {
+        if let (Mode::Standard | Mode::Buffered(_), Some((_, rings))) = (&mode, &self.small) {
+            if self.send_tiny(from, to, &env, data) {
+                return SendOutcome::Done;
+            }
+            if matches!(mode, Mode::Standard) && rings.try_put(from, to, &env, data) {
                 self.mailboxes[to].arrivals.notify();
                 return SendOutcome::Done;
             }
