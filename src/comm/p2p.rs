@@ -163,13 +163,14 @@ impl Comm {
     /// data goes straight into its buffer. Unlike MPI, a missing receive is
     /// detected: `Err(NotReady)`, nothing delivered, the receiver untouched.
     pub fn rsend<T: Pod>(&self, buf: &[T], dest: usize, tag: i32) -> Result<()> {
-        self.send_on(
-            self.ctx,
-            bytemuck::cast_slice(buf),
-            dest,
-            check_tag(tag)?,
-            Mode::Ready,
-        )
+        let bytes: &[u8] = bytemuck::cast_slice(buf);
+        let tag = check_tag(tag)?;
+        let peer = self.peer(dest)?;
+        if peer.local.is_none() {
+            // Straight to MPI, without the mode dispatch.
+            return self.rsend_remote(&self.envelope(self.ctx, tag), bytes, peer);
+        }
+        self.send_on(self.ctx, bytes, dest, tag, Mode::Ready)
     }
 
     /// Sends a `Vec` by moving it to the receiver (no copy when the receiver takes
@@ -446,21 +447,27 @@ impl Comm {
         let (from, to) = (self.world_rank(), peer.world);
         let (shm, live) = (&self.world.shm, &self.world.live);
         let send = |mode| mpi.send(shm, from, to, env, bytes, mode, || live.check());
-        let outcome = match mode {
-            Mode::Standard => return send(SendMode::Standard),
+        match mode {
+            Mode::Standard => send(SendMode::Standard),
             // The rank's own charge ends here; MPI holds the copy in its buffer.
-            Mode::Buffered(_space) => return send(SendMode::Buffered),
-            Mode::Synchronous => return send(SendMode::Synchronous),
-            // SAFETY: a blocking ready send does not return before MPI_Rsend has.
-            Mode::Ready => unsafe { mpi.rsend(shm, from, to, env, bytes, false)? },
-        };
-        match outcome {
+            Mode::Buffered(_space) => send(SendMode::Buffered),
+            Mode::Synchronous => send(SendMode::Synchronous),
+            Mode::Ready => self.rsend_remote(env, bytes, peer),
+        }
+    }
+
+    /// A blocking ready send to a rank in another process (`MPI_Rsend` into
+    /// an offered receive, or after the handshake; see the MPI transport).
+    fn rsend_remote(&self, env: &Envelope, bytes: &[u8], peer: Peer) -> Result<()> {
+        let (mpi, shm) = (self.mpi(), &self.world.shm);
+        // SAFETY: a blocking ready send does not return before MPI_Rsend has.
+        match unsafe { mpi.rsend(shm, self.world_rank(), peer.world, env, bytes, false)? } {
             SendOutcome::NotReady => Err(Error::NotReady {
                 dest: peer.rank,
                 tag: env.tag,
             }),
             SendOutcome::Done => Ok(()),
-            // SAFETY (of the sends above): `bytes` stays borrowed until this returns.
+            // SAFETY (of the send above): `bytes` stays borrowed until this returns.
             SendOutcome::Pending(done) => self.settle_send(peer, &done),
         }
     }
@@ -481,7 +488,8 @@ impl Comm {
         // not return before the receive has completed or been withdrawn.
         let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
         let me = self.world_rank();
-        if let Some(from) = self.source_peer(&pat)?.and_then(|p| p.local) {
+        let source = self.source_peer(&pat)?;
+        if let Some(from) = source.and_then(|p| p.local) {
             // SAFETY: an alias of `dst`, which `recv_fastbox` only fills when it
             // returns `Some` (then `dst` is not used again).
             let direct = unsafe { dst.alias() };
@@ -494,7 +502,7 @@ impl Comm {
                 return r;
             }
         }
-        if let (Some(mpi), Some(_)) = (self.remote_pattern(&pat)?, pat.source) {
+        if let (Some(mpi), Some(None)) = (&self.world.mpi, source.map(|p| p.local)) {
             if !self.world.shm.parked(self.me()) {
                 // SAFETY: an alias of `dst`, which is only used if this returns None
                 // (then `recv_direct` did not touch it).
@@ -508,19 +516,32 @@ impl Comm {
                 }
             }
         }
-        match self.post_recv(pat, dst)? {
+        match self.post_recv(pat, dst, source)? {
             Posted::Done(r) => r,
-            Posted::Pending { id, done } => self.settle_recv(id, &done, self.source_peer(&pat)?),
+            Posted::Pending { id, done } => self.settle_recv(id, &done, source),
             Posted::Kept { id } => self.settle_kept(id),
         }
     }
 
     /// Posts a receive where its messages can come from: the mailbox (ranks of
     /// this process), the MPI transport (ranks of other processes), or both.
-    pub(crate) fn post_recv(&self, pat: Pattern, dst: RecvBuf) -> Result<Posted> {
+    /// `source` is `pat`'s source as a peer (`source_peer`), looked up once
+    /// by the caller.
+    pub(crate) fn post_recv(
+        &self,
+        pat: Pattern,
+        dst: RecvBuf,
+        source: Option<Peer>,
+    ) -> Result<Posted> {
         let (me, local) = (self.world_rank(), self.me());
         let shm = &self.world.shm;
-        let Some(mpi) = self.remote_pattern(&pat)? else {
+        // The MPI transport, if a message from another process may match.
+        let remote = match (&self.world.mpi, source) {
+            (Some(mpi), Some(p)) => p.local.is_none().then_some(mpi),
+            (Some(mpi), None) => Some(mpi),
+            (None, _) => None,
+        };
+        let Some(mpi) = remote else {
             return Ok(match shm.recv(local, pat, dst) {
                 RecvOutcome::Done(r) => Posted::Done(r),
                 RecvOutcome::Pending { id, done } => Posted::Pending {

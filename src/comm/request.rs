@@ -302,7 +302,7 @@ impl<'s, 'env> Scope<'s, 'env> {
         // SAFETY: `buf` is exclusively borrowed for the whole scope, and the scope
         // does not end before this receive has completed or been cancelled.
         let dst = unsafe { RecvBuf::new(bytes.as_mut_ptr(), bytes.len(), Elem::of::<T>()) };
-        let state = match comm.post_recv(pat, dst)? {
+        let state = match comm.post_recv(pat, dst, source)? {
             Posted::Done(r) => State::Complete(r),
             Posted::Pending { id, done } => {
                 self.outstanding.borrow_mut().push(Outstanding::Recv {

@@ -1488,7 +1488,19 @@ impl Mpi {
                 }
                 return Ok(None);
             };
-            p.done.complete(outcome);
+            // Completed here: it leaves the registry, and a kept outcome goes
+            // straight to the caller, a shared one to its completion.
+            let kept = match take(receives, i).done {
+                Done::Kept(_) => Some(outcome),
+                Done::Shared(done) => {
+                    done.complete(outcome);
+                    None
+                }
+            };
+            if !registry.receives.is_empty() {
+                self.refresh_offers(t, &mut registry)?;
+            }
+            return Ok(kept);
         } else if let Done::Shared(_) = p.done {
             return Ok(None); // filled over shared memory: progress clears it
         }
@@ -1662,12 +1674,16 @@ impl Mpi {
     /// on the offers communicator and raises the flag.
     fn offer(&self, t: usize, p: &mut Pending, from: Remote, count: u64) -> Result<()> {
         let board = self.board.as_ref().expect("offers need the board");
-        let Remote { q, s, .. } = from;
+        let Remote { q, s, node, .. } = from;
         let slot = self.offering(from, t);
         if !slot.is_free() {
             return Ok(());
         }
-        self.prefetch_offers(from, t);
+        // See `prefetch_offers`: this slot, and the one `s` offers to `t` in.
+        slot.prefetch();
+        board
+            .taken_at(t, node.expect("offers go to processes of this node"), s)
+            .prefetch();
         let offer = offer_of(p, count);
         let (ptr, _) = p
             .dst
