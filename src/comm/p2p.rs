@@ -316,13 +316,14 @@ impl Comm {
 
     /// The MPI transport, if `pat` may match a message from another process.
     fn remote_pattern(&self, pat: &Pattern) -> Result<Option<&Mpi>> {
-        let Some(mpi) = &self.world.mpi else {
-            return Ok(None);
-        };
-        Ok(match pat.source {
-            Some(r) => self.peer(r)?.local.is_none().then_some(mpi),
-            None => Some(mpi),
-        })
+        Ok(self.remote_for(self.source_peer(pat)?))
+    }
+
+    /// The MPI transport, if a receive from `source` (`None`: any source)
+    /// may take a message from another process.
+    fn remote_for(&self, source: Option<Peer>) -> Option<&Mpi> {
+        let mpi = self.world.mpi.as_ref()?;
+        source.is_none_or(|p| p.local.is_none()).then_some(mpi)
     }
 
     /// Nonblocking probe (`MPI_Iprobe`): the status of a matching message, if any.
@@ -502,7 +503,7 @@ impl Comm {
                 return r;
             }
         }
-        if let (Some(mpi), Some(None)) = (&self.world.mpi, source.map(|p| p.local)) {
+        if let (Some(mpi), Some(_)) = (self.remote_for(source), source) {
             if !self.world.shm.parked(self.me()) {
                 // SAFETY: an alias of `dst`, which is only used if this returns None
                 // (then `recv_direct` did not touch it).
@@ -535,13 +536,7 @@ impl Comm {
     ) -> Result<Posted> {
         let (me, local) = (self.world_rank(), self.me());
         let shm = &self.world.shm;
-        // The MPI transport, if a message from another process may match.
-        let remote = match (&self.world.mpi, source) {
-            (Some(mpi), Some(p)) => p.local.is_none().then_some(mpi),
-            (Some(mpi), None) => Some(mpi),
-            (None, _) => None,
-        };
-        let Some(mpi) = remote else {
+        let Some(mpi) = self.remote_for(source) else {
             return Ok(match shm.recv(local, pat, dst) {
                 RecvOutcome::Done(r) => Posted::Done(r),
                 RecvOutcome::Pending { id, done } => Posted::Pending {

@@ -671,8 +671,8 @@ impl Mpi {
     }
 
     /// The entry in `entries` (a lane's counters or flags) of the lane from
-    /// thread `s` to thread `d` with process `q` at its other end; `None`
-    /// unless `q` shares this node.
+    /// thread `s` to thread `d` with the process of node rank `node` at its
+    /// other end; `None` when that process is on another node.
     fn lane_entry<'a, T>(
         &self,
         entries: &'a [T],
@@ -882,7 +882,7 @@ impl Mpi {
         let id = self.next_id.fetch_add(1, Relaxed) & ((1 << 28) - 1);
         let query: Query = [
             i64::from(env.ctx),
-            (self.thread_of(from)) as i64,
+            self.thread_of(from) as i64,
             i64::from(env.tag),
             i64::from(id),
             i64::from(n),
@@ -1633,40 +1633,21 @@ impl Mpi {
     /// meet, so it is offered (a lane that carries ready sends) or posted on
     /// its lane (an exact tag and a small buffer) without looking at others.
     fn post_first(&self, t: usize, registry: &mut Registry) -> Result<()> {
-        let Registry { receives, pool, .. } = registry;
-        let p = receives.back_mut().expect("just registered");
+        let p = registry.receives.back_mut().expect("just registered");
         let Senders::Rank { from, .. } = p.senders else {
             return Ok(());
         };
         let lanes = self.lanes(p.pat.ctx);
-        let Remote { q, s, .. } = from;
-        let counter = self.counter(s, t, from.node);
+        let counter = self.counter(from.s, t, from.node);
         if let Some(i) = counter.filter(|&i| lanes.ready_used[i].load(Relaxed)) {
             if self.offers_wanted[t].load(Relaxed) {
                 self.offer(t, p, from, lanes.received[i].load(Relaxed))?;
             }
             return Ok(());
         }
-        let Some(tag) = p.pat.tag else {
-            return Ok(());
-        };
-        if p.dst.as_ref().is_none_or(|d| d.raw().1 > LANE_RECV_MAX) {
-            return Ok(());
-        }
-        let Some(region) = pool.region() else {
-            return Ok(());
-        };
-        let src = lanes.mpi_rank[q].expect("the source's process hosts the context");
-        match LaneRecv::post(src, tag, lanes.comms[s * self.threads + t].0, region) {
-            Ok(posted) => {
-                p.lane = Some(posted);
-                Ok(())
-            }
-            Err(e) => {
-                pool.posted -= 1;
-                Err(e)
-            }
-        }
+        // Its lane carries no ready sends, and nothing is registered before
+        // it (lane_post's look at earlier receives finds none).
+        self.lane_post(t, registry)
     }
 
     /// Offers receive `p` of thread `t` to `from` (see [`offers`]) with its
