@@ -181,11 +181,16 @@ impl Fastboxes {
             return false;
         }
         let slot = &self.slots[to * self.ranks + from];
-        // The CAS also excludes other threads of the same rank sending at once.
-        if slot
-            .state
-            .compare_exchange(EMPTY, WRITING, Acquire, Relaxed)
-            .is_err()
+        // A plain load first, as in `claim_waiting`: a compare-and-swap that
+        // fails on a full slot costs as much as one that succeeds, and a send
+        // that finds the slot full tries twice (`Comm::send`, then
+        // `Shm::send`). The CAS also excludes other threads of the same rank
+        // sending at once.
+        if slot.state.load(Relaxed) != EMPTY
+            || slot
+                .state
+                .compare_exchange(EMPTY, WRITING, Acquire, Relaxed)
+                .is_err()
         {
             return false;
         }
