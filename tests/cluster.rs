@@ -57,6 +57,10 @@ const CASES: &[(&str, Case)] = &[
         mixed_ready_and_standard_sends_match_in_order,
     ),
     (
+        "offered_receives_of_every_size_take_ready_sends_whole",
+        offered_receives_of_every_size_take_ready_sends_whole,
+    ),
+    (
         "a_cancelled_offered_receive_refuses_rsend",
         a_cancelled_offered_receive_refuses_rsend,
     ),
@@ -1195,6 +1199,40 @@ fn mixed_ready_and_standard_sends_match_in_order(comm: &Comm) -> courier::Result
                     "round {round}, message {j} (mode {mode})"
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Ready sends into offered receives whose buffers alternate between sizes
+/// that take the receive posted ahead while the receiver waited (up to 2 KiB,
+/// copied from its own region) and larger ones, which withdraw that receive
+/// and post their own into the user's buffer: every message lands whole, with
+/// its length, in order, and the receive's elements beyond it stay untouched.
+fn offered_receives_of_every_size_take_ready_sends_whole(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    first_rsend(comm, last, 51)?;
+    // Buffer lengths in u64: 256 is exactly 2 KiB, 257 just above.
+    let caps = [1usize, 256, 257, 4, 1000, 2, 256, 8];
+    for i in 0..64usize {
+        let cap = caps[i % caps.len()];
+        let len = 1 + (i * 7) % cap;
+        let data: Vec<u64> = (0..len as u64).map(|k| (i as u64) << 32 | k).collect();
+        if comm.rank() == 0 {
+            comm.recv::<u8>(&mut [0], last, 20)?;
+            comm.rsend(&data, last, 51)?;
+        } else if comm.rank() == last {
+            let mut buf = vec![u64::MAX; cap];
+            let st = recv_after_signal(comm, &mut buf, 51, 20)?;
+            assert_eq!(
+                (st.count::<u64>(), &buf[..len]),
+                (len, &data[..]),
+                "message {i} into a receive of {cap} u64"
+            );
+            assert!(
+                buf[len..].iter().all(|&w| w == u64::MAX),
+                "message {i} wrote past its length"
+            );
         }
     }
     Ok(())

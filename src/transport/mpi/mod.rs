@@ -406,7 +406,50 @@ struct Registry {
     earlier: Vec<(u32, Option<usize>)>,
     /// The regions of lane-posted receives.
     pool: LanePool,
+    /// Receives posted ahead for offers.
+    reserves: Reserves,
 }
+
+/// `MPI_Irecv`s a thread posts ahead for the offers it will raise (see
+/// [`Mpi::offer`]), one per sender at most.
+#[derive(Default)]
+struct Reserves {
+    /// By sender (node rank × threads + thread).
+    posted: Vec<Option<Reserve>>,
+    /// Sinks of completed offers, kept for their allocation.
+    sinks: Vec<Vec<u8>>,
+}
+
+/// An `MPI_Irecv` for one sender's next offered send, into a sink of
+/// [`RESERVE_BYTES`]. Nothing matches it until an offer made with it is
+/// taken: only offered sends travel on its tag, and each needs a taken offer.
+struct Reserve {
+    req: Handle<ffi::MPI_Request>,
+    sink: Vec<u8>,
+}
+
+impl Reserve {
+    /// The request and its sink, handed to an offered receive.
+    fn into_parts(mut self) -> (Handle<ffi::MPI_Request>, Vec<u8>) {
+        // SAFETY: reading a constant exported by mpi-sys.
+        let req = std::mem::replace(&mut self.req, Handle(unsafe { ffi::RSMPI_REQUEST_NULL }));
+        (req, std::mem::take(&mut self.sink))
+    }
+}
+
+impl Drop for Reserve {
+    fn drop(&mut self) {
+        // SAFETY: reading a constant exported by mpi-sys.
+        if self.req.0 != unsafe { ffi::RSMPI_REQUEST_NULL } {
+            // Unmatched (no offer was made with it): withdrawn before the sink goes.
+            let _ = cancel_recv(&mut self.req.0);
+        }
+    }
+}
+
+/// Largest offered receive that uses a [`Reserve`] and is copied from its
+/// sink; larger ones post their `MPI_Irecv` into the user's buffer.
+const RESERVE_BYTES: usize = LANE_RECV_MAX;
 
 /// The regions of a thread's lane-posted receives (see [`Mpi::lane_post`]).
 #[derive(Default)]
@@ -1275,6 +1318,7 @@ impl Mpi {
             receives: pending,
             unfilled,
             pool,
+            reserves,
             ..
         } = &mut *registry;
         // Patterns of receives that took nothing in this pass. A later receive
@@ -1300,7 +1344,7 @@ impl Mpi {
                 continue;
             }
             if pending[i].ready.is_some() {
-                match self.settle_ready(t, &mut pending[i], false)? {
+                match self.settle_ready(t, &mut pending[i], reserves, false)? {
                     Settled::Done(outcome) => {
                         i += usize::from(finish(pending, i, outcome));
                         completed = true;
@@ -1384,7 +1428,13 @@ impl Mpi {
     /// its lane's count has moved on, and withdrawn when a message on its data
     /// lane could fill it (see [`offers`]).
     /// With `quick`, only tests (see [`test_posted`](Self::test_posted)).
-    fn settle_ready(&self, t: usize, p: &mut Pending, quick: bool) -> Result<Settled> {
+    fn settle_ready(
+        &self,
+        t: usize,
+        p: &mut Pending,
+        reserves: &mut Reserves,
+        quick: bool,
+    ) -> Result<Settled> {
         let mut req = MpiRequest(p.ready.take().expect("a withdrawn or offered receive"));
         let tested = req.test_status();
         if let Ok(None) = tested {
@@ -1441,8 +1491,15 @@ impl Mpi {
             tag: a.tag_of(&p.pat),
         };
         Ok(Settled::Done(match (p.ready_sink.take(), p.dst.take()) {
-            // Checked up front: the sink holds what `dst` cannot take.
-            (Some(sink), Some(dst)) => dst.fill(&sink[..a.bytes], &env),
+            // A reserve's sink (see `offer`), or, checked up front, a sink
+            // for what `dst` cannot take.
+            (Some(sink), Some(dst)) => {
+                let filled = dst.fill(&sink[..a.bytes], &env);
+                if sink.len() == RESERVE_BYTES {
+                    reserves.sinks.push(sink);
+                }
+                filled
+            }
             // Received into `dst`, which the message was known to fit.
             _ => Ok(Status::new(env.source, env.tag, a.bytes)),
         }))
@@ -1469,18 +1526,28 @@ impl Mpi {
         let Some(i) = registry.receives.iter().position(|p| p.id == id) else {
             return Ok(None);
         };
-        let Registry { receives, pool, .. } = &mut *registry;
+        let Registry {
+            receives,
+            pool,
+            reserves,
+            ..
+        } = &mut *registry;
         let p = &mut receives[i];
         if !p.done.is_done() {
             let outcome = 'tested: {
-                for _ in 0..tries {
+                for n in 0..tries {
                     if let Some(lane) = p.lane.as_mut() {
                         if let Some(bytes) = lane.test()? {
                             break 'tested self.lane_arrived(t, p, pool, bytes);
                         }
                     } else if p.ready.is_some() {
-                        if let Settled::Done(outcome) = self.settle_ready(t, p, true)? {
+                        if let Settled::Done(outcome) = self.settle_ready(t, p, reserves, true)? {
                             break 'tested outcome;
+                        }
+                        if n == 0 && p.offer.is_some() {
+                            // Now that it waits: the MPI receive of the next
+                            // offer to this sender.
+                            self.post_reserve(t, reserves, p.ready_from)?;
                         }
                     } else {
                         return Ok(None);
@@ -1585,6 +1652,7 @@ impl Mpi {
         p.offer = None;
         // No sender can take a withdrawn offer, so nothing can have matched.
         cancel_recv(&mut req)?;
+        p.ready_sink = None; // a reserve's, if the offer was made with one
         Ok(true)
     }
 
@@ -1597,7 +1665,10 @@ impl Mpi {
             return Ok(());
         }
         let Registry {
-            receives, earlier, ..
+            receives,
+            earlier,
+            reserves,
+            ..
         } = registry;
         earlier.clear();
         for p in receives.iter_mut() {
@@ -1621,7 +1692,7 @@ impl Mpi {
             };
             let lanes = self.lanes(p.pat.ctx);
             if lanes.ready_used[i].load(Relaxed) {
-                self.offer(t, p, from, lanes.received[i].load(Relaxed))?;
+                self.offer(t, p, reserves, from, lanes.received[i].load(Relaxed))?;
             }
         }
         Ok(())
@@ -1633,7 +1704,10 @@ impl Mpi {
     /// meet, so it is offered (a lane that carries ready sends) or posted on
     /// its lane (an exact tag and a small buffer) without looking at others.
     fn post_first(&self, t: usize, registry: &mut Registry) -> Result<()> {
-        let p = registry.receives.back_mut().expect("just registered");
+        let Registry {
+            receives, reserves, ..
+        } = registry;
+        let p = receives.back_mut().expect("just registered");
         let Senders::Rank { from, .. } = p.senders else {
             return Ok(());
         };
@@ -1641,7 +1715,7 @@ impl Mpi {
         let counter = self.counter(from.s, t, from.node);
         if let Some(i) = counter.filter(|&i| lanes.ready_used[i].load(Relaxed)) {
             if self.offers_wanted[t].load(Relaxed) {
-                self.offer(t, p, from, lanes.received[i].load(Relaxed))?;
+                self.offer(t, p, reserves, from, lanes.received[i].load(Relaxed))?;
             }
             return Ok(());
         }
@@ -1653,39 +1727,113 @@ impl Mpi {
     /// Offers receive `p` of thread `t` to `from` (see [`offers`]) with its
     /// lane's received `count`, if their slot is free: posts its `MPI_Irecv`
     /// on the offers communicator and raises the flag.
-    fn offer(&self, t: usize, p: &mut Pending, from: Remote, count: u64) -> Result<()> {
+    ///
+    /// A receive of at most [`RESERVE_BYTES`] takes the [`Reserve`] posted
+    /// for `from` while this thread last waited for it, when there is one,
+    /// and its message is copied from the reserve's sink: the `MPI_Irecv`
+    /// then costs nothing between the receive's posting and the user's next
+    /// send, which in a ping-pong is the path from one message to the next.
+    /// An 8-byte `rsend` ping-pong between two processes went from +0.24 to
+    /// +0.19 µs over raw `MPI_Rsend`, `irsend` from +0.21 to +0.18 (medians
+    /// of 6 alternating runs).
+    fn offer(
+        &self,
+        t: usize,
+        p: &mut Pending,
+        reserves: &mut Reserves,
+        from: Remote,
+        count: u64,
+    ) -> Result<()> {
         let board = self.board.as_ref().expect("offers need the board");
         let Remote { q, s, node, .. } = from;
+        let node = node.expect("offers go to processes of this node");
         let slot = self.offering(from, t);
         if !slot.is_free() {
             return Ok(());
         }
         // See `prefetch_offers`: this slot, and the one `s` offers to `t` in.
         slot.prefetch();
-        board
-            .taken_at(t, node.expect("offers go to processes of this node"), s)
-            .prefetch();
+        board.taken_at(t, node, s).prefetch();
         let offer = offer_of(p, count);
-        let (ptr, _) = p
-            .dst
-            .as_ref()
-            .expect("waiting receives hold a buffer")
-            .raw();
-        let (src, tag) = (q as c_int, board.tag(s, t));
-        // SAFETY: the buffer holds `offer.cap` bytes and stays lent to this
-        // receive until its completion, which waits for this request (or its
-        // cancel).
-        let req = unsafe {
-            irecv(
-                ptr,
-                offer.cap as c_int,
-                (src, tag, board.comm.0),
-                "MPI_Irecv (offer)",
-            )?
+        let reserve = reserves
+            .posted
+            .get_mut(node * self.threads + s)
+            .and_then(Option::take);
+        let req = match reserve {
+            Some(r) if offer.cap <= RESERVE_BYTES => {
+                let (req, sink) = r.into_parts();
+                p.ready_sink = Some(sink);
+                req
+            }
+            reserve => {
+                if let Some(r) = reserve {
+                    // Too small for this receive. Withdrawn first: MPI
+                    // matches in posting order, and the sender's next offered
+                    // send belongs to the receive posted below.
+                    let (mut req, sink) = r.into_parts();
+                    cancel_recv(&mut req.0)?;
+                    reserves.sinks.push(sink);
+                }
+                let (ptr, _) = p
+                    .dst
+                    .as_ref()
+                    .expect("waiting receives hold a buffer")
+                    .raw();
+                // SAFETY: the buffer holds `offer.cap` bytes and stays lent to
+                // this receive until its completion, which waits for this
+                // request (or its cancel).
+                Handle(unsafe {
+                    irecv(
+                        ptr,
+                        offer.cap as c_int,
+                        (q as c_int, board.tag(s, t), board.comm.0),
+                        "MPI_Irecv (offer)",
+                    )?
+                })
+            }
         };
-        p.ready = Some(Handle(req));
+        p.ready = Some(req);
         p.ready_from = from;
         p.offer = Some(slot.raise(&offer));
+        Ok(())
+    }
+
+    /// Posts thread `t`'s [`Reserve`] for `from`'s next offered send, unless
+    /// one is posted: called while a receive offered to `from` waits, which
+    /// in a ping-pong is time spent waiting for the other side anyway.
+    fn post_reserve(&self, t: usize, reserves: &mut Reserves, from: Remote) -> Result<()> {
+        let (Some(board), Some(node)) = (&self.board, from.node) else {
+            return Ok(());
+        };
+        let i = node * self.threads + from.s;
+        if reserves.posted.len() <= i {
+            reserves.posted.resize_with(i + 1, || None);
+        }
+        if reserves.posted[i].is_some() {
+            return Ok(());
+        }
+        let mut sink = reserves
+            .sinks
+            .pop()
+            .unwrap_or_else(|| vec![0; RESERVE_BYTES]);
+        // SAFETY: the sink holds RESERVE_BYTES bytes, and no offered send is
+        // longer than its offer's receive (at most RESERVE_BYTES when made
+        // with a reserve). Its heap buffer stays put as the `Vec` moves, and
+        // it is dropped or reused only after the request completed or was
+        // cancelled (the offered receive's completion, `withdraw_offer`,
+        // `offer`, or `Reserve`'s drop).
+        let req = unsafe {
+            irecv(
+                sink.as_mut_ptr(),
+                RESERVE_BYTES as c_int,
+                (from.q as c_int, board.tag(from.s, t), board.comm.0),
+                "MPI_Irecv (offer reserve)",
+            )?
+        };
+        reserves.posted[i] = Some(Reserve {
+            req: Handle(req),
+            sink,
+        });
         Ok(())
     }
 

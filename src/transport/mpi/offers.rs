@@ -5,7 +5,8 @@
 //! handshake of the module above proves both with a round trip per send. Between
 //! processes of one node, a receiver can instead say so ahead of time: when a
 //! receive from a rank of another process on its node is posted, the receiver
-//! posts an `MPI_Irecv` for it on the offers communicator and raises a flag in
+//! posts an `MPI_Irecv` for it on the offers communicator (or takes one it
+//! posted ahead while it waited, see `Mpi::offer`) and raises a flag in
 //! shared memory, one [`Slot`] per (sending rank, receiving rank) pair. A ready
 //! send that finds the flag raised for a receive its message fits takes the
 //! offer (compare-and-swap) and `MPI_Rsend`s at once: the receive is posted at
