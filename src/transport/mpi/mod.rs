@@ -811,7 +811,9 @@ impl Mpi {
     ) -> Result<SendOutcome> {
         // SAFETY: passed on to the caller.
         let req = unsafe { self.start(from, to, env, data, mode)? };
-        self.track(from, req)
+        // A synchronous send cannot have completed yet: its receiver has to
+        // match it and answer.
+        self.track(from, req, !matches!(mode, SendMode::Synchronous))
     }
 
     /// Starts `MPI_Isend`, `MPI_Ibsend` or `MPI_Issend`: the request.
@@ -886,10 +888,12 @@ impl Mpi {
         }
     }
 
-    /// Tests a fresh request once; if still in flight, hands it to `progress`.
-    fn track(&self, from: usize, req: ffi::MPI_Request) -> Result<SendOutcome> {
+    /// Tests a fresh request once (when `test`: an eager send is often done
+    /// at once, sparing the completion); if still in flight, hands it to
+    /// `progress`.
+    fn track(&self, from: usize, req: ffi::MPI_Request, test: bool) -> Result<SendOutcome> {
         let mut req = MpiRequest(Handle(req));
-        if req.test_status()?.is_some() {
+        if test && req.test_status()?.is_some() {
             return Ok(SendOutcome::Done);
         }
         let done = Completion::shared();
@@ -1050,7 +1054,7 @@ impl Mpi {
                 unsafe { ffi::MPI_Irsend(buf, n, byte(), dest, tag, comm.0, &mut req) },
                 "MPI_Irsend",
             )?;
-            self.track(from, req)
+            self.track(from, req, true)
         } else {
             // SAFETY: data valid for the blocking call; the receive is posted.
             check(
