@@ -119,6 +119,10 @@ const CASES: &[(&str, Case)] = &[
         "remote_receives_complete_every_way",
         remote_receives_complete_every_way,
     ),
+    (
+        "remote_sends_complete_every_way",
+        remote_sends_complete_every_way,
+    ),
 ];
 
 /// Layouts: (processes, threads per process).
@@ -1731,6 +1735,85 @@ fn remote_receives_complete_every_way(comm: &Comm) -> courier::Result<()> {
             ([7], 7),
             "the withdrawn receive took its message"
         );
+    }
+    Ok(())
+}
+
+/// Nonblocking sends to another process complete every way a request can: a
+/// request dropped unwaited, which its scope's end waits for (the message
+/// sent after the scope cannot come before the receiver has matched it);
+/// `test_all` (nothing done before the receives are posted) then `wait_any`
+/// (each once, then `None`) over a rendezvous `isend` and an `issend`; and
+/// `test` polled to completion, reported once.
+fn remote_sends_complete_every_way(comm: &Comm) -> courier::Result<()> {
+    let last = comm.size() - 1;
+    // 64 KiB: past MPI's eager limit, so only done once received.
+    let big = vec![7u64; 8192];
+    if comm.rank() == 0 {
+        comm.scope(|s| {
+            drop(s.issend(&[1u64], last, 1)?);
+            comm.send(&[0u8], last, 2)
+        })?;
+        comm.send(&[5u64], last, 5)?;
+        comm.scope(|s| {
+            let mut reqs = vec![s.isend(&big, last, 6)?, s.issend(&[2u64], last, 7)?];
+            assert!(
+                test_all(&mut reqs)?.is_none(),
+                "sends done before their receives were posted"
+            );
+            comm.send(&[0u8], last, 2)?;
+            let mut seen = Vec::new();
+            while let Some((i, st)) = wait_any(&mut reqs)? {
+                st?;
+                seen.push(i);
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, [0, 1], "wait_any reports each send once");
+            Ok::<_, Error>(())
+        })?;
+        comm.scope(|s| {
+            let mut r = s.issend(&[3u64], last, 8)?;
+            comm.send(&[0u8], last, 2)?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let st = loop {
+                if let Some(st) = r.test()? {
+                    break st;
+                }
+                assert!(Instant::now() < deadline, "a polled issend never completed");
+            };
+            assert_eq!((st.source, st.tag, st.count::<u64>()), (last, 8, 1));
+            assert!(
+                matches!(r.test(), Err(Error::InactiveRequest)),
+                "a completion reported twice"
+            );
+            Ok::<_, Error>(())
+        })?;
+    } else if comm.rank() == last {
+        let mut v = [0u64];
+        comm.recv::<u8>(&mut [0], 0, 2)?;
+        // Rank 0's scope still waits for its dropped issend: nothing sent
+        // after that scope can be here yet.
+        for _ in 0..20 {
+            assert_eq!(
+                comm.iprobe(0, 5)?,
+                None,
+                "the scope ended before its dropped issend was matched"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        comm.recv(&mut v, 0, 1)?;
+        assert_eq!(v, [1]);
+        comm.recv(&mut v, 0, 5)?;
+        assert_eq!(v, [5]);
+        comm.recv::<u8>(&mut [0], 0, 2)?;
+        comm.recv(&mut v, 0, 7)?;
+        assert_eq!(v, [2]);
+        let mut b = vec![0u64; 8192];
+        comm.recv(&mut b, 0, 6)?;
+        assert_eq!(b, big);
+        comm.recv::<u8>(&mut [0], 0, 2)?;
+        comm.recv(&mut v, 0, 8)?;
+        assert_eq!(v, [3]);
     }
     Ok(())
 }

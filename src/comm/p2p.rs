@@ -709,6 +709,29 @@ impl Comm {
         }
     }
 
+    /// Waits for a nonblocking send to another process whose request its
+    /// scope keeps: `test` says whether it has completed. Tests on every
+    /// poll; every 64th also checks for a failed rank of this process and
+    /// makes full progress (ready-send queries, this rank's receives), as
+    /// this rank's other waits do.
+    pub(crate) fn wait_mpi_send(&self, mut test: impl FnMut() -> Result<bool>) -> Result<()> {
+        let live = &self.world.live;
+        let mut polls = 0u32;
+        loop {
+            if test()? {
+                return Ok(());
+            }
+            polls = polls.wrapping_add(1);
+            if polls % 64 == 0 {
+                live.check()?;
+                self.progress();
+                if polls > 1 << 16 {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
     /// Waits for a kept receive (see [`Posted::Kept`]) and takes its outcome:
     /// tests its own MPI request between full progress passes, as
     /// [`settle_recv`](Self::settle_recv) does, without a completion in

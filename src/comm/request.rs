@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 
 use crate::bsend::BsendSpace;
 use crate::sync::{poll_until, Completion, Peer};
-use crate::transport::mpi::SendMode;
+use crate::transport::mpi::{SendMode, SendRequest};
 use crate::transport::shm::{Elem, Mode, RecvBuf, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
@@ -55,6 +55,9 @@ enum Outstanding {
     Kept {
         id: u64,
     },
+    /// A nonblocking send to another process in flight: its request tests
+    /// it here.
+    MpiSend(SendRequest),
     /// Settled by its request (a kept receive it took or cancelled): nothing
     /// left to do.
     Settled,
@@ -109,6 +112,9 @@ enum State {
     /// A tiny `issend` in its pair's fastbox (embedded): complete once the
     /// pair's match counter passes `n`.
     SyncSend { dest: Peer, n: u64, status: Status },
+    /// A send to another process in flight; `slot` is its entry in the
+    /// scope's list, which holds the MPI request (`Outstanding::MpiSend`).
+    MpiSend { slot: usize, status: Status },
     /// Completion reported (`MPI_REQUEST_NULL`).
     Inactive,
 }
@@ -117,7 +123,7 @@ impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Complete(_) => "complete",
-            State::Send { .. } | State::SyncSend { .. } => "send pending",
+            State::Send { .. } | State::SyncSend { .. } | State::MpiSend { .. } => "send pending",
             State::Recv { .. } | State::Kept { .. } => "receive pending",
             State::Inactive => "inactive",
         };
@@ -243,6 +249,27 @@ impl<'s, 'env> Scope<'s, 'env> {
                 });
             }
         }
+        if let (None, Some(send_mode)) = (peer.local, mpi_mode(&mode)) {
+            let (mpi, from) = (comm.mpi(), comm.world_rank());
+            // SAFETY: as below; the scope's end waits for the request it
+            // keeps in its list.
+            let state = match unsafe { mpi.isend(from, peer.world, &env, bytes, send_mode)? } {
+                None => State::Complete(Ok(status)),
+                Some(req) => {
+                    let mut outstanding = self.outstanding.borrow_mut();
+                    outstanding.push(Outstanding::MpiSend(req));
+                    State::MpiSend {
+                        slot: outstanding.len() - 1,
+                        status,
+                    }
+                }
+            };
+            return Ok(Request {
+                comm,
+                state,
+                outstanding: &self.outstanding,
+            });
+        }
         // SAFETY: `bytes` is borrowed for the whole scope, and the scope does not
         // end before this send has completed or been withdrawn (`settle_all`),
         // even if the request is leaked.
@@ -251,21 +278,8 @@ impl<'s, 'env> Scope<'s, 'env> {
                 Some(to) => comm.world.shm.send(comm.me(), to, env, bytes, mode),
                 None => {
                     let (mpi, from) = (comm.mpi(), comm.world_rank());
-                    match mode {
-                        Mode::Standard => {
-                            mpi.isend(from, peer.world, &env, bytes, SendMode::Standard)?
-                        }
-                        // The rank's own charge ends once MPI_Ibsend has copied the message.
-                        Mode::Buffered(_space) => {
-                            mpi.isend(from, peer.world, &env, bytes, SendMode::Buffered)?
-                        }
-                        Mode::Synchronous => {
-                            mpi.isend(from, peer.world, &env, bytes, SendMode::Synchronous)?
-                        }
-                        Mode::Ready => {
-                            mpi.rsend(&comm.world.shm, from, peer.world, &env, bytes, true)?
-                        }
-                    }
+                    // The other modes kept their requests above.
+                    mpi.rsend(&comm.world.shm, from, peer.world, &env, bytes, true)?
                 }
             }
         };
@@ -345,6 +359,9 @@ impl<'s, 'env> Scope<'s, 'env> {
                     let _ = self.comm.settle_sync(dest, n);
                 }
                 Outstanding::Kept { id } => self.comm.discard_kept(id),
+                Outstanding::MpiSend(mut req) => {
+                    let _ = self.comm.wait_mpi_send(|| req.test());
+                }
                 Outstanding::Settled => {}
                 Outstanding::Send { dest, done } => {
                     let _ = self.comm.settle_send(dest, &done);
@@ -383,6 +400,24 @@ impl Request<'_> {
                 outcome
             }
             State::SyncSend { dest, n, status } => self.comm.settle_sync(dest, n).map(|()| status),
+            State::MpiSend { slot, status } => {
+                let list = self.outstanding;
+                let waited = self
+                    .comm
+                    .wait_mpi_send(|| match &mut list.borrow_mut()[slot] {
+                        Outstanding::MpiSend(req) => req.test(),
+                        _ => Ok(true),
+                    });
+                match waited {
+                    // A rank of this process failed: the job is ending, and
+                    // the scope's end makes its own attempt.
+                    Err(e @ Error::PeerFailed { .. }) => Err(e),
+                    _ => {
+                        self.settled(slot);
+                        waited.map(|()| status)
+                    }
+                }
+            }
             State::Inactive => Err(Error::InactiveRequest),
         }
     }
@@ -398,7 +433,9 @@ impl Request<'_> {
         let peer = match &self.state {
             State::Send { dest, .. } | State::SyncSend { dest, .. } => Some(*dest),
             State::Recv { source, .. } => *source,
-            State::Kept { .. } | State::Complete(_) | State::Inactive => None,
+            State::Kept { .. } | State::MpiSend { .. } | State::Complete(_) | State::Inactive => {
+                None
+            }
         };
         // Done, or its peer has finished: waiting returns at once (with the
         // outcome, or PeerFinished).
@@ -440,6 +477,20 @@ impl Request<'_> {
                 }
             }
             State::SyncSend { dest, n, .. } => self.comm.sync_matched(*dest, *n),
+            &State::MpiSend { slot, status } => {
+                let tested = match &mut self.outstanding.borrow_mut()[slot] {
+                    Outstanding::MpiSend(req) => req.test(),
+                    _ => Ok(true),
+                };
+                match tested {
+                    Ok(false) => false,
+                    done => {
+                        self.settled(slot);
+                        self.state = State::Complete(done.map(|_| status));
+                        true
+                    }
+                }
+            }
             State::Complete(_) | State::Inactive => true,
         }
     }
@@ -465,6 +516,19 @@ impl Request<'_> {
             }
             _ => Ok(false),
         }
+    }
+}
+
+/// The MPI call of a nonblocking send in `mode` whose request the scope keeps:
+/// all but a ready send, which may be refused and goes through its offer or
+/// handshake.
+fn mpi_mode(mode: &Mode) -> Option<SendMode> {
+    match mode {
+        Mode::Standard => Some(SendMode::Standard),
+        // The rank's own charge ends once MPI_Ibsend has copied the message.
+        Mode::Buffered(_space) => Some(SendMode::Buffered),
+        Mode::Synchronous => Some(SendMode::Synchronous),
+        Mode::Ready => None,
     }
 }
 

