@@ -700,8 +700,17 @@ impl Mpi {
         }
     }
 
+    /// (process, thread index there) of world rank `world_rank`. A shift and
+    /// a mask when T is a power of two (as T = 1 and 2 are), where a division
+    /// costs about 5 ns here, on the path of every remote receive and ready
+    /// send.
     fn split(&self, world_rank: usize) -> (usize, usize) {
-        (world_rank / self.threads, world_rank % self.threads)
+        if self.threads.is_power_of_two() {
+            let shift = self.threads.trailing_zeros();
+            (world_rank >> shift, world_rank & (self.threads - 1))
+        } else {
+            (world_rank / self.threads, world_rank % self.threads)
+        }
     }
 
     /// (lane communicator, MPI destination rank) for a message about to be
