@@ -447,13 +447,11 @@ impl Comm {
         let mpi = self.mpi();
         let (from, to) = (self.world_rank(), peer.world);
         let (shm, live) = (&self.world.shm, &self.world.live);
-        let send = |mode| mpi.send(shm, from, to, env, bytes, mode, || live.check());
-        match mode {
-            Mode::Standard => send(SendMode::Standard),
-            // The rank's own charge ends here; MPI holds the copy in its buffer.
-            Mode::Buffered(_space) => send(SendMode::Buffered),
-            Mode::Synchronous => send(SendMode::Synchronous),
-            Mode::Ready => self.rsend_remote(env, bytes, peer),
+        match mpi_mode(&mode) {
+            // A buffered send's own charge ends here; MPI holds the copy in
+            // its buffer.
+            Some(mode) => mpi.send(shm, from, to, env, bytes, mode, || live.check()),
+            None => self.rsend_remote(env, bytes, peer),
         }
     }
 
@@ -842,5 +840,17 @@ impl Comm {
                 done.outcome().expect("completed")
             }
         }
+    }
+}
+
+/// The MPI call of a send in `mode` to another process: its own for every
+/// mode but a ready send, which may be refused and goes through its offer or
+/// handshake first (`Mpi::rsend`).
+pub(crate) fn mpi_mode(mode: &Mode) -> Option<SendMode> {
+    match mode {
+        Mode::Standard => Some(SendMode::Standard),
+        Mode::Buffered(_) => Some(SendMode::Buffered),
+        Mode::Synchronous => Some(SendMode::Synchronous),
+        Mode::Ready => None,
     }
 }

@@ -33,11 +33,11 @@ use smallvec::SmallVec;
 
 use crate::bsend::BsendSpace;
 use crate::sync::{poll_until, Completion, Peer};
-use crate::transport::mpi::{SendMode, SendRequest};
+use crate::transport::mpi::SendRequest;
 use crate::transport::shm::{Elem, Mode, RecvBuf, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
-use super::p2p::{Posted, RecvId};
+use super::p2p::{mpi_mode, Posted, RecvId};
 
 use super::check_tag;
 
@@ -249,6 +249,8 @@ impl<'s, 'env> Scope<'s, 'env> {
                 });
             }
         }
+        // The rank's own charge of a buffered send ends with this call, once
+        // MPI_Ibsend has copied the message.
         if let (None, Some(send_mode)) = (peer.local, mpi_mode(&mode)) {
             let (mpi, from) = (comm.mpi(), comm.world_rank());
             // SAFETY: as below; the scope's end waits for the request it
@@ -401,13 +403,7 @@ impl Request<'_> {
             }
             State::SyncSend { dest, n, status } => self.comm.settle_sync(dest, n).map(|()| status),
             State::MpiSend { slot, status } => {
-                let list = self.outstanding;
-                let waited = self
-                    .comm
-                    .wait_mpi_send(|| match &mut list.borrow_mut()[slot] {
-                        Outstanding::MpiSend(req) => req.test(),
-                        _ => Ok(true),
-                    });
+                let waited = self.comm.wait_mpi_send(|| self.test_kept_send(slot));
                 match waited {
                     // A rank of this process failed: the job is ending, and
                     // the scope's end makes its own attempt.
@@ -459,6 +455,15 @@ impl Request<'_> {
         }
     }
 
+    /// Whether the send whose request entry `slot` of the scope's list keeps
+    /// has completed (an entry settled already has).
+    fn test_kept_send(&self, slot: usize) -> Result<bool> {
+        match &mut self.outstanding.borrow_mut()[slot] {
+            Outstanding::MpiSend(req) => req.test(),
+            _ => Ok(true),
+        }
+    }
+
     /// Whether waiting would not block (done, or inactive). A kept receive's
     /// outcome moves into the request here.
     fn is_ready(&mut self) -> bool {
@@ -477,20 +482,14 @@ impl Request<'_> {
                 }
             }
             State::SyncSend { dest, n, .. } => self.comm.sync_matched(*dest, *n),
-            &State::MpiSend { slot, status } => {
-                let tested = match &mut self.outstanding.borrow_mut()[slot] {
-                    Outstanding::MpiSend(req) => req.test(),
-                    _ => Ok(true),
-                };
-                match tested {
-                    Ok(false) => false,
-                    done => {
-                        self.settled(slot);
-                        self.state = State::Complete(done.map(|_| status));
-                        true
-                    }
+            &State::MpiSend { slot, status } => match self.test_kept_send(slot) {
+                Ok(false) => false,
+                done => {
+                    self.settled(slot);
+                    self.state = State::Complete(done.map(|_| status));
+                    true
                 }
-            }
+            },
             State::Complete(_) | State::Inactive => true,
         }
     }
@@ -516,19 +515,6 @@ impl Request<'_> {
             }
             _ => Ok(false),
         }
-    }
-}
-
-/// The MPI call of a nonblocking send in `mode` whose request the scope keeps:
-/// all but a ready send, which may be refused and goes through its offer or
-/// handshake.
-fn mpi_mode(mode: &Mode) -> Option<SendMode> {
-    match mode {
-        Mode::Standard => Some(SendMode::Standard),
-        // The rank's own charge ends once MPI_Ibsend has copied the message.
-        Mode::Buffered(_space) => Some(SendMode::Buffered),
-        Mode::Synchronous => Some(SendMode::Synchronous),
-        Mode::Ready => None,
     }
 }
 
