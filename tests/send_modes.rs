@@ -257,6 +257,56 @@ fn small_standard_send_returns_before_the_receive_is_posted() {
     });
 }
 
+/// Up to the eager threshold (2 KiB by default) a standard send is copied and
+/// returns without the receiver; above it, it is a rendezvous and returns only
+/// once the receive is posted; a larger threshold set on the runtime makes it
+/// eager again.
+#[test]
+fn standard_send_is_eager_up_to_the_threshold_and_waits_above_it() {
+    let default = courier::DEFAULT_EAGER_THRESHOLD;
+    assert_eq!(default, 2048);
+    for (threshold, size, eager) in [
+        (None, default, true),
+        (None, default + 1, false),
+        (None, 16 * 1024, false),
+        (Some(16 * 1024), 16 * 1024, true),
+    ] {
+        let sent = Arc::new(AtomicBool::new(false));
+        let posted = Arc::new(AtomicBool::new(false));
+        let mut rt = courier::Runtime::new().ranks(2);
+        if let Some(bytes) = threshold {
+            rt = rt.eager_threshold(bytes);
+        }
+        common::run_with(rt, move |comm| {
+            if comm.rank() == 0 {
+                comm.send(&vec![5u8; size], 1, 3)?;
+                sent.store(true, SeqCst);
+                if !eager {
+                    assert!(
+                        posted.load(SeqCst),
+                        "a standard send of {size} B (threshold {threshold:?}) returned before the receive was posted"
+                    );
+                }
+            } else {
+                if eager {
+                    // Posted only once the send has returned: a send that
+                    // waited for the receiver would never set the flag.
+                    await_flag(&sent);
+                } else {
+                    sleep(Duration::from_millis(100));
+                }
+                posted.store(true, SeqCst);
+                let mut buf = vec![0u8; size];
+                let st = comm.recv(&mut buf, 0, 3)?;
+                assert_eq!(st.bytes, size);
+                assert!(buf.iter().all(|&b| b == 5));
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
 #[test]
 fn bsend_returns_without_the_receiver_even_for_large_messages() {
     let sent = Arc::new(AtomicBool::new(false));

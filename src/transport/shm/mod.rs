@@ -53,6 +53,7 @@ use crate::sync::{ArrivalWaiters, Completion, Liveness, Peer};
 pub(crate) use copy::SharedCopy;
 use fastbox::{Fastboxes, SyncMatch, FASTBOX_BYTES, WORDS};
 use ring::Rings;
+pub(crate) use ring::RING_BYTES;
 
 /// Jobs up to this many ranks get fastboxes (they take ranks² cache lines) and
 /// eager rings.
