@@ -1777,15 +1777,12 @@ impl Mpi {
         count: u64,
     ) -> Result<()> {
         let board = self.board.as_ref().expect("offers need the board");
-        let Remote { q, s, node, .. } = from;
-        let node = node.expect("offers go to processes of this node");
+        let Remote { q, s, .. } = from;
         let slot = self.offering(from, t);
         if !slot.is_free() {
             return Ok(());
         }
-        // See `prefetch_offers`: this slot, and the one `s` offers to `t` in.
-        slot.prefetch();
-        board.taken_at(t, node, s).prefetch();
+        self.prefetch_offers(from, t);
         let offer = offer_of(p, count);
         let req = match reserves.of(from, self.threads).take() {
             Some(r) if offer.cap <= RESERVE_BYTES => {
