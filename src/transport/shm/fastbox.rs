@@ -61,10 +61,54 @@ impl Taken {
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::bytes_of(&self.words)[..self.len]
     }
+}
 
-    /// The payload as words, and its length in bytes.
-    pub fn words(&self) -> (&[u64; WORDS], usize) {
-        (&self.words, self.len)
+/// A message its receiver has claimed in its slot ([`Fastboxes::claim`]).
+pub(crate) struct Claim<'a> {
+    slot: &'a Slot,
+    len: u32,
+}
+
+impl Claim<'_> {
+    /// The message's envelope.
+    #[inline]
+    pub fn env(&self) -> Envelope {
+        let ctx_tag = self.slot.ctx_tag.load(Relaxed);
+        Envelope {
+            ctx: (ctx_tag >> 32) as u32,
+            tag: ctx_tag as u32 as i32,
+            source: self.slot.source.load(Relaxed) as usize,
+        }
+    }
+
+    /// Whether it is a synchronous send's: whoever takes it calls
+    /// [`Fastboxes::matched`].
+    pub fn sync(&self) -> bool {
+        self.len & SYNC != 0
+    }
+
+    /// The payload's length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        (self.len & !SYNC) as usize
+    }
+
+    /// The payload words, as the slot holds them: the first
+    /// [`len`](Self::len) bytes are the message.
+    #[inline]
+    pub fn data(&self) -> &[AtomicU64; WORDS] {
+        &self.slot.data
+    }
+
+    /// Empties the slot: the message was taken.
+    #[inline]
+    pub fn release(self) {
+        self.slot.state.store(EMPTY, Release);
+    }
+
+    /// Puts the message back, untouched.
+    pub fn unclaim(self) {
+        self.slot.state.store(FULL, Release);
     }
 }
 
@@ -263,9 +307,12 @@ impl Fastboxes {
     }
 
     /// The receiver `to` claims the message from `from`, if there is one: until
-    /// it calls [`release`](Self::release) (taken) or [`unclaim`](Self::unclaim)
-    /// (left for the mailbox), nobody else touches the slot.
-    pub fn claim(&self, from: usize, to: usize) -> Option<Taken> {
+    /// it calls [`Claim::release`] (taken) or [`Claim::unclaim`] (left for the
+    /// mailbox), nobody else touches the slot. The message stays in the slot:
+    /// a receive that takes it copies its payload once, straight into its
+    /// buffer.
+    #[inline]
+    pub fn claim(&self, from: usize, to: usize) -> Option<Claim<'_>> {
         let slot = &self.slots[to * self.ranks + from];
         if slot.state.load(Relaxed) != FULL
             || slot
@@ -275,7 +322,8 @@ impl Fastboxes {
         {
             return None;
         }
-        Some(Self::read(slot))
+        let len = slot.len.load(Relaxed);
+        Some(Claim { slot, len })
     }
 
     /// Whether the `from → to` slot is empty (not being written, not full, not
@@ -289,13 +337,6 @@ impl Fastboxes {
         self.slots[to * self.ranks + from]
             .state
             .store(EMPTY, Release);
-    }
-
-    /// Puts a claimed message back, untouched.
-    pub fn unclaim(&self, from: usize, to: usize) {
-        self.slots[to * self.ranks + from]
-            .state
-            .store(FULL, Release);
     }
 
     fn read(slot: &Slot) -> Taken {
@@ -351,29 +392,34 @@ mod tests {
         );
         assert!(fb.any_full(2) && fb.any_full(0) && !fb.any_full(1));
 
-        let t = fb.claim(0, 2).expect("waiting");
+        let c = fb.claim(0, 2).expect("waiting");
         assert_eq!(
-            (t.env, t.sync, t.bytes()),
-            (env(0, 1), false, &[1, 2, 3][..])
+            (c.env(), c.sync(), payload(&c)),
+            (env(0, 1), false, vec![1, 2, 3])
         );
         let first = u64::from_ne_bytes([1, 2, 3, 0, 0, 0, 0, 0]);
-        assert_eq!(t.words(), (&[first, 0, 0, 0, 0], 3));
+        assert_eq!(c.data()[0].load(Relaxed), first, "the payload's words");
         assert!(
             fb.holds(0, 2) && !fb.is_empty(0, 2),
             "claimed, not yet taken"
         );
         assert!(fb.claim(0, 2).is_none(), "claimed once");
-        fb.release(0, 2);
+        c.release();
         assert!(!fb.holds(0, 2) && fb.is_empty(0, 2));
         assert!(fb.try_put(0, 2, &env(0, 3), &[]), "free again");
 
-        let t = fb.claim_waiting(2, 0).expect("waiting");
+        let c = fb.claim(2, 0).expect("waiting");
+        assert_eq!((c.env(), payload(&c)), (env(5, 9), vec![9; FASTBOX_BYTES]));
+        c.unclaim();
+        let t = fb.claim_waiting(2, 0).expect("left for the next taker");
         assert_eq!((t.env, t.bytes()), (env(5, 9), &[9; FASTBOX_BYTES][..]));
-        fb.unclaim(2, 0);
-        let t = fb.claim(2, 0).expect("left for the next taker");
-        assert_eq!(t.bytes(), &[9; FASTBOX_BYTES]);
         fb.release(2, 0);
         assert!(!fb.any_full(0));
+    }
+
+    fn payload(c: &Claim<'_>) -> Vec<u8> {
+        let words: Vec<u64> = c.data().iter().map(|w| w.load(Relaxed)).collect();
+        bytemuck::cast_slice::<u64, u8>(&words)[..c.len()].to_vec()
     }
 
     #[test]
@@ -384,9 +430,9 @@ mod tests {
             fb.try_put_sync(1, 0, &env(1, 4), &[8]).is_none(),
             "one token"
         );
-        let t = fb.claim(1, 0).expect("waiting");
-        assert!(t.sync);
-        fb.release(1, 0);
+        let c = fb.claim(1, 0).expect("waiting");
+        assert!(c.sync());
+        c.release();
         assert_eq!(fb.matched_count(1, 0), n);
         fb.matched(1, 0);
         assert_eq!(fb.matched_count(1, 0), n + 1);
@@ -421,22 +467,33 @@ mod tests {
                 for drain in [false, true] {
                     let (fb, record) = (&fb, &records[to]);
                     s.spawn(move || loop {
-                        let t = if drain {
+                        // (envelope, payload), recorded before the slot empties.
+                        let take = |env: Envelope, bytes: &[u8]| {
+                            let v = u64::from_ne_bytes(bytes.try_into().unwrap());
+                            assert_eq!(env.tag as u64, v >> 32, "envelope and payload agree");
+                            record.lock().unwrap().push(v);
+                        };
+                        let took = if drain {
                             fb.claim_waiting(from, to)
+                                .map(|t| {
+                                    take(t.env, t.bytes());
+                                    fb.release(from, to);
+                                })
+                                .is_some()
                         } else {
                             fb.claim(from, to)
+                                .map(|c| {
+                                    take(c.env(), &payload(&c));
+                                    c.release();
+                                })
+                                .is_some()
                         };
-                        let Some(t) = t else {
+                        if !took {
                             if record.lock().unwrap().len() == 2 * N as usize {
                                 return;
                             }
                             std::hint::spin_loop();
-                            continue;
-                        };
-                        let v = u64::from_ne_bytes(t.bytes().try_into().unwrap());
-                        assert_eq!(t.env.tag as u64, v >> 32, "envelope and payload agree");
-                        record.lock().unwrap().push(v);
-                        fb.release(from, to);
+                        }
                     });
                 }
             }

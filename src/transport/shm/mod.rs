@@ -41,7 +41,7 @@ mod fastbox;
 mod ring;
 
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
@@ -143,23 +143,33 @@ impl RecvBuf {
         RecvBuf { ..*self }
     }
 
-    /// [`fill`](Self::fill) for a fastbox message: the first `len` bytes of
-    /// `words`, with the usual 8- and 16-byte messages copied as one or two
-    /// word stores, not a call.
+    /// [`fill`](Self::fill) for a message claimed in its fastbox: the first
+    /// `len` bytes of `words`, copied once, with the usual 8- and 16-byte
+    /// messages as one or two word stores, not a call.
     #[inline]
     pub fn fill_small(
         self,
-        (words, len): (&[u64; WORDS], usize),
+        words: &[AtomicU64; WORDS],
+        len: usize,
         env: &Envelope,
     ) -> Result<Status> {
         self.check_fits(len)?;
-        // SAFETY: as in `fill`: `len` <= cap was checked, and `words` is
-        // this thread's own copy of the message.
+        // SAFETY: as in `fill`: `len` <= cap was checked; the words are read
+        // into registers (or `copy`) before they are written to the buffer.
         unsafe {
             match len {
-                8 => std::ptr::write_unaligned(self.ptr.cast::<u64>(), words[0]),
-                16 => std::ptr::write_unaligned(self.ptr.cast::<[u64; 2]>(), [words[0], words[1]]),
-                n => std::ptr::copy_nonoverlapping(words.as_ptr().cast::<u8>(), self.ptr, n),
+                8 => std::ptr::write_unaligned(self.ptr.cast::<u64>(), words[0].load(Relaxed)),
+                16 => std::ptr::write_unaligned(
+                    self.ptr.cast::<[u64; 2]>(),
+                    [words[0].load(Relaxed), words[1].load(Relaxed)],
+                ),
+                n => {
+                    let mut copy = [0u64; WORDS];
+                    for (w, c) in words.iter().zip(&mut copy).take(n.div_ceil(8)) {
+                        *c = w.load(Relaxed);
+                    }
+                    std::ptr::copy_nonoverlapping(copy.as_ptr().cast::<u8>(), self.ptr, n)
+                }
             }
         }
         Ok(Status::new(env.source, env.tag, len))
@@ -529,16 +539,20 @@ impl Shm {
             if queued.load(Acquire) != 0 {
                 return None;
             }
-            if let Some(taken) = fb.claim(from, me) {
-                if queued.load(Acquire) != 0 || !pat.matches(&taken.env) {
-                    fb.unclaim(from, me);
+            if let Some(claim) = fb.claim(from, me) {
+                let env = claim.env();
+                if queued.load(Acquire) != 0 || !pat.matches(&env) {
+                    claim.unclaim();
                     return None;
                 }
-                fb.release(from, me);
-                if taken.sync {
+                // Copied straight from the slot, which stays ours until released.
+                let status = dst.fill_small(claim.data(), claim.len(), &env);
+                let sync = claim.sync();
+                claim.release();
+                if sync {
                     fb.matched(from, me);
                 }
-                return Some(dst.fill_small(taken.words(), &taken.env));
+                return Some(status);
             }
             if let Some(claimed) = ring.and_then(|r| r.claim()) {
                 // The fastbox checked after the claim: a drain that took its
