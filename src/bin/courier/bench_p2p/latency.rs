@@ -52,9 +52,7 @@ pub(crate) fn ping_pong(
         if ready {
             ready_round_trips(comm, mode, b, &sbuf, (&mut rbuf, &mut spare))?;
         } else {
-            for _ in 0..b {
-                round_trip(comm, mode, peer, &sbuf, &mut rbuf, &mut owned)?;
-            }
+            round_trips(comm, mode, b, peer, &sbuf, &mut rbuf, &mut owned)?;
         }
         if s >= warmup {
             let per = if mode == "sendrecv" { b } else { 2 * b };
@@ -94,32 +92,37 @@ pub(crate) fn ping_pong(
     }))
 }
 
-/// One round trip (rank 0 pings, rank 1 pongs) in `mode`; for `sendrecv`, one
-/// simultaneous exchange.
-fn round_trip(
+/// `b` round trips (rank 0 pings, rank 1 pongs) in `mode`; for `sendrecv`, `b`
+/// simultaneous exchanges. The mode is dispatched once, outside the loop, so
+/// the loop times the calls alone, as the handoff baselines' loops do.
+fn round_trips(
     comm: &Comm,
     mode: &str,
+    b: usize,
     peer: usize,
     sbuf: &[u8],
     rbuf: &mut [u8],
     owned: &mut Option<Vec<u8>>,
 ) -> Result<()> {
-    let first = comm.rank() == 0;
-    let send = |comm: &Comm| -> Result<()> {
-        match mode {
-            "send" => comm.send(sbuf, peer, TAG),
-            "bsend" => comm.bsend(sbuf, peer, TAG),
-            "ssend" => comm.ssend(sbuf, peer, TAG),
-            "isend" => comm.scope(|s| s.isend(sbuf, peer, TAG)?.wait().map(drop)),
-            "ibsend" => comm.scope(|s| s.ibsend(sbuf, peer, TAG)?.wait().map(drop)),
-            "issend" => comm.scope(|s| s.issend(sbuf, peer, TAG)?.wait().map(drop)),
-            _ => unreachable!("mode {mode}"),
-        }
-    };
     match mode {
-        "sendrecv" => comm.sendrecv(sbuf, peer, TAG, rbuf, peer, TAG).map(drop),
-        "send-owned" => {
-            if first {
+        "send" => ping_pongs(comm, b, peer, rbuf, |c| c.send(sbuf, peer, TAG)),
+        "bsend" => ping_pongs(comm, b, peer, rbuf, |c| c.bsend(sbuf, peer, TAG)),
+        "ssend" => ping_pongs(comm, b, peer, rbuf, |c| c.ssend(sbuf, peer, TAG)),
+        "isend" => ping_pongs(comm, b, peer, rbuf, |c| {
+            c.scope(|s| s.isend(sbuf, peer, TAG)?.wait().map(drop))
+        }),
+        "ibsend" => ping_pongs(comm, b, peer, rbuf, |c| {
+            c.scope(|s| s.ibsend(sbuf, peer, TAG)?.wait().map(drop))
+        }),
+        "issend" => ping_pongs(comm, b, peer, rbuf, |c| {
+            c.scope(|s| s.issend(sbuf, peer, TAG)?.wait().map(drop))
+        }),
+        "sendrecv" => (0..b).try_for_each(|_| {
+            comm.sendrecv(sbuf, peer, TAG, &mut *rbuf, peer, TAG)
+                .map(drop)
+        }),
+        "send-owned" => (0..b).try_for_each(|_| {
+            if comm.rank() == 0 {
                 comm.send_owned(owned.take().expect("buffer"), peer, TAG)?;
                 *owned = Some(comm.recv_owned(peer, TAG)?.0);
             } else {
@@ -127,16 +130,31 @@ fn round_trip(
                 comm.send_owned(v, peer, TAG)?;
             }
             Ok(())
-        }
-        _ if first => {
+        }),
+        _ => unreachable!("mode {mode}"),
+    }
+}
+
+/// `b` round trips with `send` and a blocking receive.
+fn ping_pongs(
+    comm: &Comm,
+    b: usize,
+    peer: usize,
+    rbuf: &mut [u8],
+    send: impl Fn(&Comm) -> Result<()>,
+) -> Result<()> {
+    if comm.rank() == 0 {
+        for _ in 0..b {
             send(comm)?;
-            comm.recv(rbuf, peer, TAG).map(drop)
+            comm.recv(&mut *rbuf, peer, TAG)?;
         }
-        _ => {
-            comm.recv(rbuf, peer, TAG)?;
-            send(comm)
+    } else {
+        for _ in 0..b {
+            comm.recv(&mut *rbuf, peer, TAG)?;
+            send(comm)?;
         }
     }
+    Ok(())
 }
 
 /// `b` round trips with ready sends: every receive is posted before the peer can
