@@ -133,7 +133,12 @@ impl Runtime {
         self
     }
 
-    /// Largest message a standard send copies eagerly; larger ones use rendezvous.
+    /// Largest message a standard send copies eagerly (default
+    /// [`DEFAULT_EAGER_THRESHOLD`], 2 KiB); larger ones use rendezvous and
+    /// wait for the receive. Between ranks of one process; over MPI the MPI
+    /// library's own eager limit applies. `0` makes every standard send wait
+    /// for its receive, as `MPI_Ssend` would: a way to check that a program
+    /// does not rely on sends being buffered.
     pub fn eager_threshold(mut self, bytes: usize) -> Self {
         self.eager_threshold = bytes;
         self

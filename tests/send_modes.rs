@@ -259,8 +259,11 @@ fn small_standard_send_returns_before_the_receive_is_posted() {
 
 /// Up to the eager threshold (2 KiB by default) a standard send is copied and
 /// returns without the receiver; above it, it is a rendezvous and returns only
-/// once the receive is posted; a larger threshold set on the runtime makes it
-/// eager again.
+/// once the receive is posted. A threshold set on the runtime moves the line
+/// both ways, including below the sizes the fastbox (40 B) and the rings
+/// (2 KiB) would otherwise carry: a threshold of 0 makes every standard send
+/// wait for its receiver, the usual check that a program does not rely on
+/// buffering.
 #[test]
 fn standard_send_is_eager_up_to_the_threshold_and_waits_above_it() {
     let default = courier::DEFAULT_EAGER_THRESHOLD;
@@ -270,6 +273,10 @@ fn standard_send_is_eager_up_to_the_threshold_and_waits_above_it() {
         (None, default + 1, false),
         (None, 16 * 1024, false),
         (Some(16 * 1024), 16 * 1024, true),
+        (Some(512), 512, true),
+        (Some(512), 513, false),
+        (Some(0), 8, false),
+        (Some(0), 0, true),
     ] {
         let sent = Arc::new(AtomicBool::new(false));
         let posted = Arc::new(AtomicBool::new(false));

@@ -400,6 +400,9 @@ pub(crate) struct Shm {
     /// The lock-free ways of small messages: each pair's fastbox and ring.
     small: Option<(Fastboxes, Rings)>,
     eager_threshold: usize,
+    /// Largest standard send the fastbox takes: [`FASTBOX_BYTES`], or the
+    /// eager threshold when that is lower.
+    tiny: usize,
     credit: usize,
 }
 
@@ -423,6 +426,7 @@ impl Shm {
             small: (ranks <= FASTBOX_MAX_RANKS)
                 .then(|| (Fastboxes::new(ranks), Rings::new(ranks, credit))),
             eager_threshold,
+            tiny: FASTBOX_BYTES.min(eager_threshold),
             credit,
         }
     }
@@ -687,10 +691,8 @@ impl Shm {
             return false;
         };
         // The length first: the ring's counters are lines its consumer writes.
-        if data.len() <= FASTBOX_BYTES
-            && rings.is_empty(from, to)
-            && fb.try_put(from, to, env, data)
-        {
+        // (`tiny`: a threshold below the fastbox makes tiny sends rendezvous.)
+        if data.len() <= self.tiny && rings.is_empty(from, to) && fb.try_put(from, to, env, data) {
             self.mailboxes[to].arrivals.notify();
             return true;
         }
@@ -720,7 +722,10 @@ impl Shm {
             if self.send_tiny(from, to, &env, data) {
                 return SendOutcome::Done;
             }
-            if matches!(mode, Mode::Standard) && rings.try_put(from, to, &env, data) {
+            if matches!(mode, Mode::Standard)
+                && data.len() <= self.eager_threshold
+                && rings.try_put(from, to, &env, data)
+            {
                 self.mailboxes[to].arrivals.notify();
                 return SendOutcome::Done;
             }
