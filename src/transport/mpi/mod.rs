@@ -1664,16 +1664,22 @@ impl Mpi {
 
     /// Starts fetching the two slots between thread `t` and thread `s` of
     /// process `q` (see [`Slot::prefetch`](offers::Slot::prefetch)): where `t`
-    /// offers to `s`, and where `s` offers to `t`. Called when `t` offers a
-    /// receive to `s` and when an offered send from `s` has arrived: a thread
-    /// that takes ready sends from a peer usually offers it its next receive
-    /// and ready-sends back. Each slot is written last by the other process,
-    /// so raising or taking an offer waits for its line to cross between
-    /// cores; fetched early, that crossing overlaps the `MPI_Irecv`, the end
-    /// of the receive and the user's code. On a host whose cores hand a line
-    /// over in 0.08 µs (flag ping-pong), an 8-byte `rsend` ping-pong went
-    /// from +0.56 to +0.41 µs over raw `MPI_Rsend`, and `irsend` from +0.47
-    /// to +0.38 (medians of 5 alternating runs).
+    /// offers to `s`, and where `s` offers to `t`. Called when an offered send
+    /// from `s` has arrived: a thread that takes ready sends from a peer
+    /// usually offers it its next receive and ready-sends back. Each slot is
+    /// written last by the other process, so raising or taking an offer waits
+    /// for its line to cross between cores; fetched early, that crossing
+    /// overlaps the end of the receive and the user's code. On a host whose
+    /// cores hand a line over in 0.08 µs (flag ping-pong), an 8-byte `rsend`
+    /// ping-pong went from +0.56 to +0.41 µs over raw `MPI_Rsend`, and
+    /// `irsend` from +0.47 to +0.38 (medians of 5 alternating runs).
+    ///
+    /// Not called again when the next offer is raised: by then the lines are
+    /// on their way, and a `PREFETCHW` there stalled (its first one held half
+    /// of this function's samples under `perf`). Without that call,
+    /// `courier bench p2p` under `mpirun -n 2` put `rsend` at +0.098 to
+    /// +0.107 µs over raw at 8 B, against +0.114 to +0.115 with it (the
+    /// alternating rounds of two A/B runs in which raw took 0.18–0.19 µs).
     fn prefetch_offers(&self, from: Remote, t: usize) {
         let (Some(board), Some(node)) = (&self.board, from.node) else {
             return;
@@ -1796,7 +1802,6 @@ impl Mpi {
         if !slot.is_free() {
             return Ok(());
         }
-        self.prefetch_offers(from, t);
         let offer = offer_of(p, count);
         let req = match reserves.of(from, self.threads).take() {
             Some(r) if offer.cap <= RESERVE_BYTES => {
