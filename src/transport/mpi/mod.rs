@@ -1471,12 +1471,6 @@ impl Mpi {
     /// its lane's count has moved on, and withdrawn when a message on its data
     /// lane could fill it (see [`offers`]).
     /// With `quick`, only tests (see [`test_posted`](Self::test_posted)).
-    ///
-    /// Inlined into `test_posted`'s polling loop for the same reason as
-    /// [`rsend_posted`](Self::rsend_posted): every poll copied its result
-    /// back after `MPI_Test`, and that copy held half of `test_posted`'s
-    /// samples under `perf`.
-    #[inline(always)]
     fn settle_ready(
         &self,
         t: usize,
