@@ -339,22 +339,20 @@ impl Fastboxes {
             .store(EMPTY, Release);
     }
 
+    /// A copy of the message in `slot`, which the caller has claimed.
     fn read(slot: &Slot) -> Taken {
-        let len = slot.len.load(Relaxed);
-        let bytes = (len & !SYNC) as usize;
+        let claim = Claim {
+            slot,
+            len: slot.len.load(Relaxed),
+        };
+        let bytes = claim.len();
         let mut words = [0u64; WORDS];
         for (w, word) in slot.data[..bytes.div_ceil(8)].iter().zip(&mut words) {
             *word = w.load(Relaxed);
         }
-        let ctx_tag = slot.ctx_tag.load(Relaxed);
-        let env = Envelope {
-            ctx: (ctx_tag >> 32) as u32,
-            tag: ctx_tag as u32 as i32,
-            source: slot.source.load(Relaxed) as usize,
-        };
         Taken {
-            env,
-            sync: len & SYNC != 0,
+            env: claim.env(),
+            sync: claim.sync(),
             len: bytes,
             words,
         }
