@@ -446,6 +446,7 @@ impl Request<'_> {
     /// (or is about to take, without fail) its kept outcome, or cancelled it.
     /// The last entry (the usual case: a request waited for before the next
     /// is started) leaves the list, so the scope's end has nothing to look at.
+    #[inline]
     fn settled(&self, slot: usize) {
         let mut outstanding = self.outstanding.borrow_mut();
         if slot + 1 == outstanding.len() {

@@ -423,6 +423,7 @@ struct Reserves {
 impl Reserves {
     /// The place of the reserve for `from` (of a process on this node), of a
     /// process with `threads` rank-threads.
+    #[inline]
     fn of(&mut self, from: Remote, threads: usize) -> &mut Option<Reserve> {
         let i = from.node.expect("reserves are for processes of this node") * threads + from.s;
         if self.posted.len() <= i {
@@ -443,9 +444,14 @@ struct Reserve {
 impl Reserve {
     /// The request and its sink, handed to an offered receive.
     fn into_parts(mut self) -> (Handle<ffi::MPI_Request>, Vec<u8>) {
+        (self.disarm(), std::mem::take(&mut self.sink))
+    }
+
+    /// Takes the request out, leaving the null request, which dropping does
+    /// not cancel.
+    fn disarm(&mut self) -> Handle<ffi::MPI_Request> {
         // SAFETY: reading a constant exported by mpi-sys.
-        let req = std::mem::replace(&mut self.req, Handle(unsafe { ffi::RSMPI_REQUEST_NULL }));
-        (req, std::mem::take(&mut self.sink))
+        std::mem::replace(&mut self.req, Handle(unsafe { ffi::RSMPI_REQUEST_NULL }))
     }
 }
 
@@ -511,6 +517,7 @@ const LANE_RECV_MAX: usize = 2048;
 const LANE_POSTED_MAX: usize = 16;
 
 /// Removes the `i`th registered receive; where its outcome goes.
+#[inline]
 fn take(receives: &mut VecDeque<Pending>, i: usize) -> Done {
     let done = std::mem::replace(&mut receives[i].done, Done::Kept(None));
     // The last (a ping-pong's only receive) is dropped where it lies: moving
@@ -1478,62 +1485,79 @@ impl Mpi {
         reserves: &mut Reserves,
         quick: bool,
     ) -> Result<Settled> {
-        let mut req = MpiRequest(p.ready.take().expect("a withdrawn or offered receive"));
-        let tested = req.test_status();
-        if let Ok(None) = tested {
-            p.ready = Some(req.0);
-            if quick || p.offer.is_none() {
-                return Ok(Settled::Waiting);
+        let ready = p.ready.as_mut().expect("a withdrawn or offered receive");
+        let a = match test_request(&mut ready.0) {
+            Ok(Some(a)) => a,
+            Ok(None) if quick || p.offer.is_none() => return Ok(Settled::Waiting),
+            Ok(None) => return self.review_offer(t, p),
+            Err(e) => {
+                p.ready = None;
+                return Ok(Settled::Done(Err(e)));
             }
-        }
+        };
+        p.ready = None; // completed: MPI freed it
+        Ok(Settled::Done(self.complete_ready(t, p, reserves, a)))
+    }
+
+    /// Offered receive `p` of thread `t`, still waiting: offers it again when
+    /// its lane's count has moved on, and withdraws it when a message on its
+    /// data lane could fill it (see [`offers`]).
+    #[cold]
+    fn review_offer(&self, t: usize, p: &mut Pending) -> Result<Settled> {
         let Remote { q, s, .. } = p.ready_from;
         let lanes = self.lanes(p.pat.ctx);
         let received = self.lane_entry(&lanes.received, s, t, p.ready_from.node);
-        let a = match tested {
-            Ok(Some(a)) => a,
-            Err(e) => return Ok(Settled::Done(Err(e))),
-            Ok(None) => {
-                let gen = p.offer.expect("checked above");
-                let slot = self.offering(p.ready_from, t);
-                let Some(offered) = slot.offered_count(gen) else {
-                    return Ok(Settled::Taken);
-                };
-                let count = received.expect("offers come from this node").load(Relaxed);
-                if offered != count && slot.withdraw(gen) {
-                    p.offer = Some(slot.raise(&offer_of(p, count)));
-                }
-                // SAFETY: reading a constant exported by mpi-sys.
-                let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
-                let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
-                let lane = lanes.comms[s * self.threads + t].0;
-                let waiting = iprobe(src, p.pat.tag.unwrap_or(any_tag), lane, "MPI_Iprobe")?;
-                if waiting.is_some() && self.withdraw_offer(t, p)? {
-                    // The sender has moved on to other modes: stop offering
-                    // on this lane until its next ready send asks again.
-                    if let Some(used) = self.lane_entry(&lanes.ready_used, s, t, p.ready_from.node)
-                    {
-                        used.store(false, Relaxed);
-                    }
-                    return Ok(Settled::Plain);
-                }
-                return Ok(Settled::Waiting);
-            }
+        let gen = p.offer.expect("an offered receive");
+        let slot = self.offering(p.ready_from, t);
+        let Some(offered) = slot.offered_count(gen) else {
+            return Ok(Settled::Taken);
         };
-        tally(received);
+        let count = received.expect("offers come from this node").load(Relaxed);
+        if offered != count && slot.withdraw(gen) {
+            p.offer = Some(slot.raise(&offer_of(p, count)));
+        }
+        // SAFETY: reading a constant exported by mpi-sys.
+        let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
+        let src = lanes.mpi_rank[q].expect("the sender's process hosts the context");
+        let lane = lanes.comms[s * self.threads + t].0;
+        let waiting = iprobe(src, p.pat.tag.unwrap_or(any_tag), lane, "MPI_Iprobe")?;
+        if waiting.is_some() && self.withdraw_offer(t, p)? {
+            // The sender has moved on to other modes: stop offering on this
+            // lane until its next ready send asks again.
+            if let Some(used) = self.lane_entry(&lanes.ready_used, s, t, p.ready_from.node) {
+                used.store(false, Relaxed);
+            }
+            return Ok(Settled::Plain);
+        }
+        Ok(Settled::Waiting)
+    }
+
+    /// Completes receive `p` of thread `t`, withdrawn for a ready send or
+    /// offered to one, whose `MPI_Irecv` has received `a`.
+    fn complete_ready(
+        &self,
+        t: usize,
+        p: &mut Pending,
+        reserves: &mut Reserves,
+        a: Arrived,
+    ) -> Result<Status> {
+        let from = p.ready_from;
+        tally(self.lane_entry(&self.lanes(p.pat.ctx).received, from.s, t, from.node));
         if let Some(gen) = p.offer.take() {
-            self.offering(p.ready_from, t).clear(gen);
-            self.prefetch_offers(p.ready_from, t);
+            let slot = self.offering(from, t);
+            slot.clear(gen);
+            self.prefetch_offers(&slot, from, t);
         }
         let env = Envelope {
             ctx: p.pat.ctx,
             source: p
                 .senders
                 .borrow()
-                .rank(p.ready_from.world)
+                .rank(from.world)
                 .expect("the ready sender is one of the receive's"),
             tag: a.tag_of(&p.pat),
         };
-        Ok(Settled::Done(match (p.ready_sink.take(), p.dst.take()) {
+        match (p.ready_sink.take(), p.dst.take()) {
             // A reserve's sink (see `offer`), or, checked up front, a sink
             // for what `dst` cannot take.
             (Some(sink), Some(dst)) => {
@@ -1545,7 +1569,7 @@ impl Mpi {
             }
             // Received into `dst`, which the message was known to fit.
             _ => Ok(Status::new(env.source, env.tag, a.bytes)),
-        }))
+        }
     }
 
     /// Tests registered receive `id` of world rank `me` when it has an
@@ -1640,6 +1664,7 @@ impl Mpi {
     }
 
     /// Where thread `t` offers receives to thread `s` of process `q`.
+    #[inline]
     fn offering(&self, from: Remote, t: usize) -> offers::Offering<'_> {
         let board = self.board.as_ref().expect("offers need the board");
         board.offering_at(
@@ -1674,11 +1699,11 @@ impl Mpi {
     /// `courier bench p2p` under `mpirun -n 2` put `rsend` at +0.098 to
     /// +0.107 µs over raw at 8 B, against +0.114 to +0.115 with it (the
     /// alternating rounds of two A/B runs in which raw took 0.18–0.19 µs).
-    fn prefetch_offers(&self, from: Remote, t: usize) {
+    fn prefetch_offers(&self, offering: &offers::Offering<'_>, from: Remote, t: usize) {
         let (Some(board), Some(node)) = (&self.board, from.node) else {
             return;
         };
-        board.offering_at(node, from.s, t).prefetch();
+        offering.prefetch();
         board.taken_at(t, node, from.s).prefetch();
     }
 
@@ -1797,14 +1822,18 @@ impl Mpi {
             return Ok(());
         }
         let offer = offer_of(p, count);
-        let req = match reserves.of(from, self.threads).take() {
+        let reserve = reserves.of(from, self.threads);
+        let req = match reserve.as_mut() {
             Some(r) if offer.cap <= RESERVE_BYTES => {
-                let (req, sink) = r.into_parts();
-                p.ready_sink = Some(sink);
+                // Taken apart in place: a `Reserve` that is dropped cancels
+                // its request, which now serves this receive.
+                p.ready_sink = Some(std::mem::take(&mut r.sink));
+                let req = r.disarm();
+                *reserve = None;
                 req
             }
-            reserve => {
-                if let Some(r) = reserve {
+            _ => {
+                if let Some(r) = reserve.take() {
                     // Too small for this receive. Withdrawn first: MPI
                     // matches in posting order, and the sender's next offered
                     // send belongs to the receive posted below.
@@ -2657,15 +2686,21 @@ impl MpiRequest {
     }
 
     fn test_status(&mut self) -> Result<Option<Arrived>> {
-        let mut flag: c_int = 0;
-        // SAFETY: zeroed status out-parameter; the request is valid or null.
-        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-        check(
-            unsafe { ffi::MPI_Test(&mut self.0 .0, &mut flag, &mut st) },
-            "MPI_Test",
-        )?;
-        Ok((flag != 0).then(|| arrived(&st)))
+        test_request(&mut self.0 .0)
     }
+}
+
+/// `MPI_Test` of `req`: what arrived, once it has completed (MPI then sets
+/// `req` to the null request).
+fn test_request(req: &mut ffi::MPI_Request) -> Result<Option<Arrived>> {
+    let mut flag: c_int = 0;
+    // SAFETY: zeroed status out-parameter; the request is valid or null.
+    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+    check(
+        unsafe { ffi::MPI_Test(req, &mut flag, &mut st) },
+        "MPI_Test",
+    )?;
+    Ok((flag != 0).then(|| arrived(&st)))
 }
 
 /// Fills the first receive of thread `t` from index `from` on that accepts a
