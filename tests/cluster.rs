@@ -72,6 +72,10 @@ const CASES: &[(&str, Case)] = &[
         "rsend_behind_a_cancelled_queued_receive_is_refused",
         rsend_behind_a_cancelled_queued_receive_is_refused,
     ),
+    (
+        "a_ready_ping_pong_survives_every_other_use_of_its_receives",
+        a_ready_ping_pong_survives_every_other_use_of_its_receives,
+    ),
     ("probes_and_matched_probes", probes_and_matched_probes),
     ("truncation_and_cancel", truncation_and_cancel),
     (
@@ -1312,6 +1316,78 @@ fn a_window_of_ready_sends_lands_in_posting_order(comm: &Comm) -> courier::Resul
             })?;
             let want: Vec<[u64; 2]> = (0..W).map(data).collect();
             assert_eq!(bufs, want, "round {round}");
+        }
+    }
+    Ok(())
+}
+
+/// A ready-send ping-pong, whose every receive is posted alone and offered
+/// (the fast path of a ping-pong), while the receiving rank also does what
+/// else a registry serves, the receive waiting: posts a second receive
+/// behind it, probes, takes a standard send into it, cancels it and posts it
+/// again. Every message lands where posting order puts it, and the probe
+/// sees no ping before its ready send.
+fn a_ready_ping_pong_survives_every_other_use_of_its_receives(comm: &Comm) -> courier::Result<()> {
+    const ROUNDS: u64 = 16;
+    let last = comm.size() - 1;
+    first_rsend(comm, last, 50)?;
+    if comm.rank() == 0 {
+        comm.recv::<u8>(&mut [0], last, 20)?;
+        for round in 0..ROUNDS {
+            let mut pong = [0u64];
+            comm.scope(|s| {
+                let r = s.irecv(&mut pong, last, 51)?;
+                // Every fourth ping is a standard send, into a receive that
+                // was posted with nothing else happening (see below).
+                if round % 4 == 0 && round > 0 {
+                    comm.send(&[round], last, 50)?;
+                } else {
+                    comm.rsend(&[round], last, 50)?;
+                }
+                r.wait()
+            })?;
+            assert_eq!(pong, [round + 100], "pong {round}");
+            if round % 4 == 1 {
+                comm.send(&[round + 200], last, 52)?;
+            }
+        }
+    } else if comm.rank() == last {
+        let mut ping = [0u64];
+        comm.scope(|s| {
+            let r = s.irecv(&mut ping, 0, 50)?;
+            comm.send(&[0u8], 0, 20)?;
+            r.wait()
+        })?;
+        for round in 0..ROUNDS {
+            assert_eq!(ping, [round], "ping {round}");
+            let (mut next, mut extra, mut cancelled) = ([u64::MAX], [0u64], [u64::MAX]);
+            comm.scope(|s| {
+                let more = round + 1 < ROUNDS;
+                if more && round % 4 == 0 {
+                    // Posted, cancelled, and posted again below.
+                    let mut r = s.irecv(&mut cancelled, 0, 50)?;
+                    assert!(r.cancel()?, "a receive no ping can have reached");
+                }
+                let r = more.then(|| s.irecv(&mut next, 0, 50)).transpose()?;
+                let mut behind = None;
+                match round % 4 {
+                    // A second receive behind the waiting one.
+                    1 => behind = Some(s.irecv(&mut extra, 0, 52)?),
+                    // A probe: the next ping waits for this pong.
+                    2 => assert_eq!(comm.iprobe(0, 50)?, None, "a ping before its pong"),
+                    _ => {}
+                }
+                comm.rsend(&[round + 100], 0, 51)?;
+                if let Some(b) = behind {
+                    assert_eq!(b.wait()?.tag, 52);
+                }
+                r.map_or(Ok(()), |r| r.wait().map(drop))
+            })?;
+            if round % 4 == 1 {
+                assert_eq!(extra, [round + 200], "the receive behind, round {round}");
+            }
+            assert_eq!(cancelled, [u64::MAX], "a cancelled receive was written");
+            ping = next;
         }
     }
     Ok(())

@@ -399,6 +399,16 @@ struct Registry {
     /// front: O(1) in a deque, where a `Vec` shifted every later entry (a
     /// window of 64 receives spent more time shifting than in MPI).
     receives: VecDeque<Pending>,
+    /// The thread's only registered receive, while it is offered with a
+    /// reserve ([`Mpi::post_solo`]) and nothing else is registered: a
+    /// ready-send ping-pong's every receive. It stays here, in place, so
+    /// that registering and completing it write a few of its fields instead
+    /// of moving all 328 bytes in and out of `receives`, and is tested and
+    /// completed without a search. Registered only while `solo_live`; every
+    /// other use of the registry first moves it to `receives`
+    /// ([`enlist_solo`](Self::enlist_solo)), where it is the first receive.
+    solo: Pending,
+    solo_live: bool,
     /// Scratch list of [`Mpi::progress_requests`], kept for its allocation.
     unfilled: Vec<Pattern>,
     /// Scratch list of [`Mpi::refresh_offers`]: (context, source) of earlier
@@ -408,6 +418,76 @@ struct Registry {
     pool: LanePool,
     /// Receives posted ahead for offers.
     reserves: Reserves,
+}
+
+impl Registry {
+    /// Moves the solo receive, if there is one, to `receives` (which is then
+    /// empty): any use of the registry but the solo's own fast paths sees
+    /// every receive there, in posting order.
+    fn enlist_solo(&mut self) {
+        if self.solo_live {
+            self.solo_live = false;
+            debug_assert!(self.receives.is_empty(), "a solo receive is the only one");
+            let solo = std::mem::take(&mut self.solo);
+            self.receives.push_front(solo);
+        }
+    }
+
+    /// The solo receive's kept outcome, once a progress pass has completed
+    /// it (it then leaves the registry).
+    fn take_solo_outcome(&mut self) -> Option<Result<Status>> {
+        if !matches!(self.solo.done, Done::Kept(Some(_))) {
+            return None;
+        }
+        let Done::Kept(outcome) = std::mem::replace(&mut self.solo.done, Done::Kept(None)) else {
+            unreachable!("checked above")
+        };
+        self.end_solo();
+        outcome
+    }
+
+    /// Ends the solo receive once its outcome is handed over.
+    fn end_solo(&mut self) {
+        self.complete_solo(None);
+        self.solo_live = false;
+    }
+
+    /// Empties the solo receive's place of its buffer and requests, once it
+    /// is complete, keeping `outcome` for its request.
+    fn complete_solo(&mut self, outcome: Option<Result<Status>>) {
+        let solo = &mut self.solo;
+        solo.dst = None;
+        solo.ready = None;
+        solo.ready_sink = None;
+        solo.offer = None;
+        solo.done = Done::Kept(outcome);
+    }
+}
+
+impl Default for Pending {
+    /// An empty place: no receive (see [`Registry::solo`]).
+    fn default() -> Self {
+        Pending {
+            pat: Pattern {
+                ctx: 0,
+                source: None,
+                tag: None,
+            },
+            senders: Senders::Rank {
+                rank: 0,
+                from: Remote::default(),
+            },
+            dst: None,
+            done: Done::Kept(None),
+            shm_id: None,
+            ready: None,
+            ready_from: Remote::default(),
+            ready_sink: None,
+            offer: None,
+            lane: None,
+            id: u64::MAX,
+        }
+    }
 }
 
 /// `MPI_Irecv`s a thread posts ahead for the offers it will raise (see
@@ -1130,10 +1210,20 @@ impl Mpi {
         let t = self.thread_of(me);
         let senders = Senders::of(&pat, group, self, || rank_of.clone());
         let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        registry.enlist_solo();
         // Written only under the registry lock: no read-modify-write needed.
         let id = self.next_pending[t].load(Relaxed);
         self.next_pending[t].store(id + 1, Relaxed);
         let first = registry.receives.is_empty();
+        let dst = match senders {
+            Senders::Rank { rank, from } if first && done.is_none() && shm_id.is_none() => {
+                match self.post_solo(t, &mut registry, pat, (rank, from), dst, id) {
+                    Ok(()) => return id,
+                    Err(dst) => dst,
+                }
+            }
+            _ => dst,
+        };
         registry.receives.push_back(Pending {
             pat,
             senders,
@@ -1182,13 +1272,11 @@ impl Mpi {
     ) -> Result<Option<Result<Status>>> {
         let t = self.thread_of(me);
         let Some(r) = pat.source else { return Ok(None) };
-        if !self.pending[t]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .receives
-            .is_empty()
         {
-            return Ok(None);
+            let registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+            if registry.solo_live || !registry.receives.is_empty() {
+                return Ok(None);
+            }
         }
         let lanes = self.lanes(pat.ctx);
         let (q, s) = self.split(group[r]);
@@ -1314,6 +1402,7 @@ impl Mpi {
         let mut pending = self.pending[self.thread_of(me)]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        pending.enlist_solo();
         let Some(i) = pending.receives.iter().position(|p| p.id == id) else {
             return Ok(false);
         };
@@ -1364,6 +1453,17 @@ impl Mpi {
         sends.retain_mut(|(req, done)| !req.settle(done));
         drop(sends);
         let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        if registry.solo_live && !registry.solo.done.is_done() {
+            // Settled where it is: completed into its kept outcome, or left
+            // offered; a withdrawn offer makes it a plain receive, for the
+            // pass below to fill.
+            let Registry { solo, reserves, .. } = &mut *registry;
+            match self.settle_ready(t, solo, reserves, false)? {
+                Settled::Done(outcome) => registry.complete_solo(Some(outcome)),
+                Settled::Plain => registry.enlist_solo(),
+                Settled::Waiting | Settled::Taken => {}
+            }
+        }
         let Registry {
             receives: pending,
             unfilled,
@@ -1474,10 +1574,10 @@ impl Mpi {
     }
 
     /// Tests the `MPI_Irecv` of a receive withdrawn for a ready send or offered
-    /// to one. An offered receive that is still waiting is offered again when
-    /// its lane's count has moved on, and withdrawn when a message on its data
-    /// lane could fill it (see [`offers`]).
-    /// With `quick`, only tests (see [`test_posted`](Self::test_posted)).
+    /// to one, in place, and completes the receive once it has arrived
+    /// ([`complete_ready`](Self::complete_ready)). An offered receive still
+    /// waiting is reviewed ([`review_offer`](Self::review_offer)), unless
+    /// `quick` (see [`test_posted`](Self::test_posted)).
     fn settle_ready(
         &self,
         t: usize,
@@ -1590,6 +1690,12 @@ impl Mpi {
         let Ok(mut registry) = self.pending[t].try_lock() else {
             return Ok(None);
         };
+        if registry.solo_live {
+            if registry.solo.id == id {
+                return self.test_solo(t, &mut registry, tries);
+            }
+            registry.enlist_solo();
+        }
         let Some(i) = registry.receives.iter().position(|p| p.id == id) else {
             return Ok(None);
         };
@@ -1645,6 +1751,33 @@ impl Mpi {
         Ok(kept)
     }
 
+    /// [`test_posted`](Self::test_posted) for thread `t`'s solo receive (see
+    /// [`Registry::solo`]): its outcome once complete (it then leaves the
+    /// registry).
+    fn test_solo(
+        &self,
+        t: usize,
+        registry: &mut Registry,
+        tries: u32,
+    ) -> Result<Option<Result<Status>>> {
+        if let Some(outcome) = registry.take_solo_outcome() {
+            return Ok(Some(outcome)); // completed by a progress pass
+        }
+        let Registry { solo, reserves, .. } = registry;
+        for n in 0..tries {
+            if let Settled::Done(outcome) = self.settle_ready(t, solo, reserves, true)? {
+                registry.end_solo();
+                return Ok(Some(outcome));
+            }
+            if n == 0 {
+                // Now that it waits: the MPI receive of the next offer to
+                // this sender.
+                self.post_reserve(t, reserves, solo.ready_from)?;
+            }
+        }
+        Ok(None)
+    }
+
     /// The outcome of kept receive `id` of world rank `me` (see [`Done`]):
     /// `None` when it is no longer registered (taken, or cancelled),
     /// `Some(None)` while it waits, `Some(Some(outcome))` once complete (it
@@ -1653,6 +1786,10 @@ impl Mpi {
         let mut registry = self.pending[self.thread_of(me)]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if registry.solo_live && registry.solo.id == id {
+            return Some(registry.take_solo_outcome());
+        }
+        registry.enlist_solo();
         let i = registry.receives.iter().position(|p| p.id == id)?;
         if !matches!(registry.receives[i].done, Done::Kept(Some(_))) {
             return Some(None);
@@ -1766,6 +1903,59 @@ impl Mpi {
                 self.offer(t, p, reserves, from, lanes.received[i].load(Relaxed))?;
             }
         }
+        Ok(())
+    }
+
+    /// Registers receive `pat` of thread `t` into `dst`, from `rank` of the
+    /// communicator (`from`), as the registry's solo receive (see
+    /// [`Registry::solo`]), when nothing is registered and it can be offered
+    /// with the reserve posted for `from`: what [`post`](Self::post),
+    /// [`post_first`](Self::post_first) and [`offer`](Self::offer) would
+    /// register, written in place. Hands `dst` back when it cannot be.
+    fn post_solo(
+        &self,
+        t: usize,
+        registry: &mut Registry,
+        pat: Pattern,
+        (rank, from): (usize, Remote),
+        dst: RecvBuf,
+        id: u64,
+    ) -> std::result::Result<(), RecvBuf> {
+        let (Some(board), Some(node)) = (&self.board, from.node) else {
+            return Err(dst);
+        };
+        let lanes = self.lanes(pat.ctx);
+        let i = board.counter_at(from.s, t, node);
+        let cap = dst.raw().1.min(c_int::MAX as usize);
+        if !lanes.ready_used[i].load(Relaxed) || !self.offers_wanted[t].load(Relaxed) {
+            return Err(dst);
+        }
+        let slot = self.offering(from, t);
+        let reserve = registry.reserves.of(from, self.threads);
+        let Some(r) = reserve
+            .as_mut()
+            .filter(|_| cap <= RESERVE_BYTES && slot.is_free())
+        else {
+            return Err(dst);
+        };
+        let offer = Offer {
+            ctx: pat.ctx,
+            tag: pat.tag,
+            count: lanes.received[i].load(Relaxed),
+            cap,
+            elem: dst.elem().size,
+        };
+        let solo = &mut registry.solo;
+        solo.ready_sink = Some(std::mem::take(&mut r.sink));
+        solo.ready = Some(r.disarm());
+        *reserve = None;
+        solo.pat = pat;
+        solo.senders = Senders::Rank { rank, from };
+        solo.dst = Some(dst);
+        solo.ready_from = from;
+        solo.id = id;
+        solo.offer = Some(slot.raise(&offer));
+        registry.solo_live = true;
         Ok(())
     }
 
@@ -2138,6 +2328,7 @@ impl Mpi {
     ) -> Result<Option<(Option<Message>, Envelope, Arrived)>> {
         let t = self.thread_of(me);
         let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        registry.enlist_solo();
         let Registry {
             receives, unfilled, ..
         } = &mut *registry;
@@ -2258,6 +2449,7 @@ impl Mpi {
             self.offers_wanted[t].store(true, Relaxed);
         }
         let mut pending = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        pending.enlist_solo();
         let Registry { receives, pool, .. } = &mut *pending;
         let mut candidates = receives.iter_mut().filter(|p| {
             !p.done.is_done()
