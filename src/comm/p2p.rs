@@ -457,6 +457,7 @@ impl Comm {
 
     /// A blocking ready send to a rank in another process (`MPI_Rsend` into
     /// an offered receive, or after the handshake; see the MPI transport).
+    #[inline]
     fn rsend_remote(&self, env: &Envelope, bytes: &[u8], peer: Peer) -> Result<()> {
         let (mpi, shm) = (self.mpi(), &self.world.shm);
         // SAFETY: a blocking ready send does not return before MPI_Rsend has.
@@ -526,6 +527,7 @@ impl Comm {
     /// this process), the MPI transport (ranks of other processes), or both.
     /// `source` is `pat`'s source as a peer (`source_peer`), looked up once
     /// by the caller.
+    #[inline(always)]
     pub(crate) fn post_recv(
         &self,
         pat: Pattern,
