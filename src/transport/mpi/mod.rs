@@ -63,7 +63,9 @@
 //! ready send that finds its receive offered sends at once, needing nothing
 //! from the receiver ([`offers`]). A standard message that fills an offered
 //! receive instead withdraws the offer and stops the offering on that lane
-//! until its next ready send asks again.
+//! until its next ready send asks again. A ping-pong's receive, offered while
+//! nothing else is registered, stays in place as the registry's solo entry
+//! ([`Registry::solo`]), so registering and completing it move no entry.
 
 mod contexts;
 mod offers;
