@@ -513,6 +513,26 @@ impl Reserves {
         }
         &mut self.posted[i]
     }
+
+    /// The reserve posted for `from`, taken apart for an offered receive of
+    /// `cap` bytes: its request, which now serves that receive, and its
+    /// sink. `None` (and the reserve left posted) when there is none or the
+    /// receive is larger than a reserve.
+    #[inline]
+    fn take_for(
+        &mut self,
+        from: Remote,
+        threads: usize,
+        cap: usize,
+    ) -> Option<(Handle<ffi::MPI_Request>, Vec<u8>)> {
+        let reserve = self.of(from, threads);
+        let r = reserve.as_mut().filter(|_| cap <= RESERVE_BYTES)?;
+        // Taken apart in place: a `Reserve` that is dropped cancels its
+        // request.
+        let parts = (r.disarm(), std::mem::take(&mut r.sink));
+        *reserve = None;
+        Some(parts)
+    }
 }
 
 /// An `MPI_Irecv` for one sender's next offered send, into a sink of
@@ -1933,11 +1953,10 @@ impl Mpi {
             return Err(dst);
         }
         let slot = self.offering(from, t);
-        let reserve = registry.reserves.of(from, self.threads);
-        let Some(r) = reserve
-            .as_mut()
-            .filter(|_| cap <= RESERVE_BYTES && slot.is_free())
-        else {
+        if !slot.is_free() {
+            return Err(dst);
+        }
+        let Some((req, sink)) = registry.reserves.take_for(from, self.threads, cap) else {
             return Err(dst);
         };
         let offer = Offer {
@@ -1948,9 +1967,8 @@ impl Mpi {
             elem: dst.elem().size,
         };
         let solo = &mut registry.solo;
-        solo.ready_sink = Some(std::mem::take(&mut r.sink));
-        solo.ready = Some(r.disarm());
-        *reserve = None;
+        solo.ready_sink = Some(sink);
+        solo.ready = Some(req);
         solo.pat = pat;
         solo.senders = Senders::Rank { rank, from };
         solo.dst = Some(dst);
@@ -2014,18 +2032,13 @@ impl Mpi {
             return Ok(());
         }
         let offer = offer_of(p, count);
-        let reserve = reserves.of(from, self.threads);
-        let req = match reserve.as_mut() {
-            Some(r) if offer.cap <= RESERVE_BYTES => {
-                // Taken apart in place: a `Reserve` that is dropped cancels
-                // its request, which now serves this receive.
-                p.ready_sink = Some(std::mem::take(&mut r.sink));
-                let req = r.disarm();
-                *reserve = None;
+        let req = match reserves.take_for(from, self.threads, offer.cap) {
+            Some((req, sink)) => {
+                p.ready_sink = Some(sink);
                 req
             }
-            _ => {
-                if let Some(r) = reserve.take() {
+            None => {
+                if let Some(r) = reserves.of(from, self.threads).take() {
                     // Too small for this receive. Withdrawn first: MPI
                     // matches in posting order, and the sender's next offered
                     // send belongs to the receive posted below.
