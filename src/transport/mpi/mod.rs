@@ -1928,6 +1928,13 @@ impl Mpi {
         Ok(())
     }
 
+    /// The counter index of the lane from `from` (on this node) into thread
+    /// `t`, when that lane has carried a ready send: its receives are offered.
+    fn ready_lane(&self, lanes: &Lanes, from: Remote, t: usize) -> Option<usize> {
+        self.counter(from.s, t, from.node)
+            .filter(|&i| lanes.ready_used[i].load(Relaxed))
+    }
+
     /// Registers receive `pat` of thread `t` into `dst`, from `rank` of the
     /// communicator (`from`), as the registry's solo receive (see
     /// [`Registry::solo`]), when nothing is registered and it can be offered
@@ -1943,28 +1950,20 @@ impl Mpi {
         dst: RecvBuf,
         id: u64,
     ) -> std::result::Result<(), RecvBuf> {
-        let (Some(board), Some(node)) = (&self.board, from.node) else {
+        let lanes = self.lanes(pat.ctx);
+        let Some(i) = self
+            .ready_lane(lanes, from, t)
+            .filter(|_| self.offers_wanted[t].load(Relaxed))
+        else {
             return Err(dst);
         };
-        let lanes = self.lanes(pat.ctx);
-        let i = board.counter_at(from.s, t, node);
-        let cap = dst.raw().1.min(c_int::MAX as usize);
-        if !lanes.ready_used[i].load(Relaxed) || !self.offers_wanted[t].load(Relaxed) {
-            return Err(dst);
-        }
         let slot = self.offering(from, t);
         if !slot.is_free() {
             return Err(dst);
         }
-        let Some((req, sink)) = registry.reserves.take_for(from, self.threads, cap) else {
+        let offer = offer_for(&pat, &dst, lanes.received[i].load(Relaxed));
+        let Some((req, sink)) = registry.reserves.take_for(from, self.threads, offer.cap) else {
             return Err(dst);
-        };
-        let offer = Offer {
-            ctx: pat.ctx,
-            tag: pat.tag,
-            count: lanes.received[i].load(Relaxed),
-            cap,
-            elem: dst.elem().size,
         };
         let solo = &mut registry.solo;
         solo.ready_sink = Some(sink);
@@ -1993,8 +1992,7 @@ impl Mpi {
             return Ok(());
         };
         let lanes = self.lanes(p.pat.ctx);
-        let counter = self.counter(from.s, t, from.node);
-        if let Some(i) = counter.filter(|&i| lanes.ready_used[i].load(Relaxed)) {
+        if let Some(i) = self.ready_lane(lanes, from, t) {
             if self.offers_wanted[t].load(Relaxed) {
                 self.offer(t, p, reserves, from, lanes.received[i].load(Relaxed))?;
             }
@@ -2963,10 +2961,19 @@ struct Probe<'a> {
 
 /// The offer of receive `p`, with its lane's `count`.
 fn offer_of(p: &Pending, count: u64) -> Offer {
-    let dst = p.dst.as_ref().expect("waiting receives hold a buffer");
+    offer_for(
+        &p.pat,
+        p.dst.as_ref().expect("waiting receives hold a buffer"),
+        count,
+    )
+}
+
+/// The offer of a receive matching `pat` into `dst`, with its lane's
+/// received `count`.
+fn offer_for(pat: &Pattern, dst: &RecvBuf, count: u64) -> Offer {
     Offer {
-        ctx: p.pat.ctx,
-        tag: p.pat.tag,
+        ctx: pat.ctx,
+        tag: pat.tag,
         count,
         cap: dst.raw().1.min(c_int::MAX as usize),
         elem: dst.elem().size,
