@@ -426,13 +426,19 @@ impl Registry {
     /// Moves the solo receive, if there is one, to `receives` (which is then
     /// empty): any use of the registry but the solo's own fast paths sees
     /// every receive there, in posting order.
+    #[inline]
     fn enlist_solo(&mut self) {
         if self.solo_live {
-            self.solo_live = false;
-            debug_assert!(self.receives.is_empty(), "a solo receive is the only one");
-            let solo = std::mem::take(&mut self.solo);
-            self.receives.push_front(solo);
+            self.move_solo();
         }
+    }
+
+    #[cold]
+    fn move_solo(&mut self) {
+        self.solo_live = false;
+        debug_assert!(self.receives.is_empty(), "a solo receive is the only one");
+        let solo = std::mem::take(&mut self.solo);
+        self.receives.push_front(solo);
     }
 
     /// The solo receive's kept outcome, once a progress pass has completed
@@ -1480,7 +1486,7 @@ impl Mpi {
             // offered; a withdrawn offer makes it a plain receive, for the
             // pass below to fill.
             let Registry { solo, reserves, .. } = &mut *registry;
-            match self.settle_ready(t, solo, reserves, false)? {
+            match self.settle_ready(t, solo, reserves)? {
                 Settled::Done(outcome) => registry.complete_solo(Some(outcome)),
                 Settled::Plain => registry.enlist_solo(),
                 Settled::Waiting | Settled::Taken => {}
@@ -1516,7 +1522,7 @@ impl Mpi {
                 continue;
             }
             if pending[i].ready.is_some() {
-                match self.settle_ready(t, &mut pending[i], reserves, false)? {
+                match self.settle_ready(t, &mut pending[i], reserves)? {
                     Settled::Done(outcome) => {
                         i += usize::from(finish(pending, i, outcome));
                         completed = true;
@@ -1597,28 +1603,42 @@ impl Mpi {
 
     /// Tests the `MPI_Irecv` of a receive withdrawn for a ready send or offered
     /// to one, in place, and completes the receive once it has arrived
-    /// ([`complete_ready`](Self::complete_ready)). An offered receive still
-    /// waiting is reviewed ([`review_offer`](Self::review_offer)), unless
-    /// `quick` (see [`test_posted`](Self::test_posted)).
+    /// ([`poll_ready`](Self::poll_ready)): a progress pass's look at it. An
+    /// offered receive still waiting is reviewed
+    /// ([`review_offer`](Self::review_offer)); a wait's quick tests between
+    /// passes ([`test_posted`](Self::test_posted)) only poll.
     fn settle_ready(
         &self,
         t: usize,
         p: &mut Pending,
         reserves: &mut Reserves,
-        quick: bool,
     ) -> Result<Settled> {
+        match self.poll_ready(t, p, reserves) {
+            Some(outcome) => Ok(Settled::Done(outcome)),
+            None if p.offer.is_none() => Ok(Settled::Waiting),
+            None => self.review_offer(t, p),
+        }
+    }
+
+    /// One test of the `MPI_Irecv` of receive `p` of thread `t`, withdrawn
+    /// for a ready send or offered to one: its outcome once it has arrived
+    /// ([`complete_ready`](Self::complete_ready)), or MPI failed. Inlined into
+    /// a wait's polling loop, whose every turn it is.
+    #[inline(always)]
+    fn poll_ready(
+        &self,
+        t: usize,
+        p: &mut Pending,
+        reserves: &mut Reserves,
+    ) -> Option<Result<Status>> {
         let ready = p.ready.as_mut().expect("a withdrawn or offered receive");
-        let a = match test_request(&mut ready.0) {
-            Ok(Some(a)) => a,
-            Ok(None) if quick || p.offer.is_none() => return Ok(Settled::Waiting),
-            Ok(None) => return self.review_offer(t, p),
-            Err(e) => {
-                p.ready = None;
-                return Ok(Settled::Done(Err(e)));
-            }
+        let arrived = match test_request(&mut ready.0) {
+            Ok(None) => return None,
+            Ok(Some(a)) => Ok(a),
+            Err(e) => Err(e),
         };
-        p.ready = None; // completed: MPI freed it
-        Ok(Settled::Done(self.complete_ready(t, p, reserves, a)))
+        p.ready = None; // completed (MPI freed it), or failed
+        Some(arrived.and_then(|a| self.complete_ready(t, p, reserves, a)))
     }
 
     /// Offered receive `p` of thread `t`, still waiting: offers it again when
@@ -1736,7 +1756,7 @@ impl Mpi {
                             break 'tested self.lane_arrived(t, p, pool, bytes);
                         }
                     } else if p.ready.is_some() {
-                        if let Settled::Done(outcome) = self.settle_ready(t, p, reserves, true)? {
+                        if let Some(outcome) = self.poll_ready(t, p, reserves) {
                             break 'tested outcome;
                         }
                         if n == 0 && p.offer.is_some() {
@@ -1787,7 +1807,7 @@ impl Mpi {
         }
         let Registry { solo, reserves, .. } = registry;
         for n in 0..tries {
-            if let Settled::Done(outcome) = self.settle_ready(t, solo, reserves, true)? {
+            if let Some(outcome) = self.poll_ready(t, solo, reserves) {
                 registry.end_solo();
                 return Ok(Some(outcome));
             }
