@@ -2,7 +2,7 @@
 //!
 //! As in MPI, a buffered send must complete locally, so its message is stored by the
 //! runtime; the attached buffer bounds how much may be stored at once. Each message
-//! is charged its length plus [`BSEND_OVERHEAD`](crate::BSEND_OVERHEAD) bytes, and the
+//! is charged its length plus [`BSEND_OVERHEAD`] bytes, and the
 //! charge is returned when the message is delivered. One attached buffer per rank,
 //! shared by all of the rank's communicators.
 

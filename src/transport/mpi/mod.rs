@@ -69,6 +69,7 @@
 
 mod contexts;
 mod offers;
+mod registry;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_int, c_void};
@@ -79,6 +80,10 @@ use crossbeam_utils::CachePadded;
 use mpi::ffi;
 
 use self::offers::{Board, Offer};
+use self::registry::{
+    finish, take, Done, LanePool, Pending, Registry, Reserve, Reserves, Senders, LANE_RECV_MAX,
+    RESERVE_BYTES,
+};
 use crate::matching::{Envelope, Pattern};
 use crate::sync::Completion;
 use crate::transport::shm::{RecvBuf, SendOutcome, Shm};
@@ -265,36 +270,13 @@ struct Lanes {
     /// Process of each MPI rank in the lanes.
     process_of: Vec<usize>,
     /// Messages this process put on each lane to a process of its node, and
-    /// took off each lane from one ([`Board::counter`]): what ready-send
+    /// took off each lane from one ([`Board::counter_at`]): what ready-send
     /// offers compare (see [`offers`]).
     sent: Box<[AtomicU64]>,
     received: Box<[AtomicU64]>,
     /// Lanes from a process of this node that have carried a ready send: only
     /// their receives are offered.
     ready_used: Box<[AtomicBool]>,
-}
-
-/// A receive that may match a message from another process.
-struct Pending {
-    pat: Pattern,
-    senders: Senders<Arc<HashMap<usize, usize>>>,
-    dst: Option<RecvBuf>,
-    done: Done,
-    /// Also posted in the shared-memory mailbox under this id (`ANY_SOURCE`).
-    shm_id: Option<u64>,
-    /// Withdrawn for a ready send: the MPI receive posted for it.
-    ready: Option<Handle<ffi::MPI_Request>>,
-    /// The ready sender it was withdrawn for or offered to.
-    ready_from: Remote,
-    /// Where that ready send lands instead of `dst` when `dst` cannot take it.
-    ready_sink: Option<Vec<u8>>,
-    /// Offered to its sender (see [`offers`]): the offer's generation; `ready`
-    /// then holds the `MPI_Irecv` posted for it.
-    offer: Option<u64>,
-    /// Posted on its lane at the MPI level ([`Mpi::lane_post`]): MPI matches
-    /// it, into a region of its own, the moment its message arrives.
-    lane: Option<LaneRecv>,
-    id: u64,
 }
 
 /// A rank of another process: its world rank, that process, its thread index
@@ -307,339 +289,6 @@ struct Remote {
     q: usize,
     s: usize,
     node: Option<usize>,
-}
-
-/// Where a registered receive's outcome goes.
-enum Done {
-    /// To a completion its request shares: an `ANY_SOURCE` receive, which
-    /// senders over shared memory may fill as well. Completed, it leaves the
-    /// registry.
-    Shared(Arc<Completion>),
-    /// Into the entry itself, which stays registered until its request takes
-    /// the outcome ([`Mpi::take_outcome`]): a receive from one rank of another
-    /// process, which only this registry fills, under its lock. Nothing to
-    /// allocate, share or recycle per receive.
-    Kept(Option<Result<Status>>),
-}
-
-impl Done {
-    fn is_done(&self) -> bool {
-        match self {
-            Done::Shared(c) => c.is_done(),
-            Done::Kept(outcome) => outcome.is_some(),
-        }
-    }
-
-    /// Completes with `outcome`; the first completion wins.
-    fn complete(&mut self, outcome: Result<Status>) {
-        match self {
-            Done::Shared(c) => c.complete(outcome),
-            Done::Kept(kept) => {
-                kept.get_or_insert(outcome);
-            }
-        }
-    }
-}
-
-/// Completes registered receive `i` with `outcome`; `true` when it stays
-/// registered (a kept outcome, for its request to take), `false` when it has
-/// left the registry.
-fn finish(receives: &mut VecDeque<Pending>, i: usize, outcome: Result<Status>) -> bool {
-    receives[i].done.complete(outcome);
-    if let Done::Kept(_) = receives[i].done {
-        return true;
-    }
-    take(receives, i);
-    false
-}
-
-/// Whom a receive or probe takes messages from.
-enum Senders<M> {
-    /// Its one source: its rank in the communicator, and where it lives.
-    Rank { rank: usize, from: Remote },
-    /// Any member of its communicator: `M` maps each member's world rank to
-    /// its rank in the communicator.
-    Any(M),
-}
-
-impl<M> Senders<M> {
-    /// Of `pat`'s source (a rank of `group`), or of any member: `any()`.
-    fn of(pat: &Pattern, group: &[usize], mpi: &Mpi, any: impl FnOnce() -> M) -> Self {
-        match pat.source {
-            Some(rank) => Senders::Rank {
-                rank,
-                from: mpi.remote(group[rank]),
-            },
-            None => Senders::Any(any()),
-        }
-    }
-}
-
-impl Senders<Arc<HashMap<usize, usize>>> {
-    fn borrow(&self) -> Senders<&HashMap<usize, usize>> {
-        match *self {
-            Senders::Rank { rank, from } => Senders::Rank { rank, from },
-            Senders::Any(ref m) => Senders::Any(m),
-        }
-    }
-}
-
-impl Senders<&HashMap<usize, usize>> {
-    /// The communicator rank of world rank `world`, if it is one of these.
-    fn rank(&self, world: usize) -> Option<usize> {
-        match *self {
-            Senders::Rank { rank, from } => (from.world == world).then_some(rank),
-            Senders::Any(m) => m.get(&world).copied(),
-        }
-    }
-}
-
-/// The receives one thread has registered, in posting order.
-#[derive(Default)]
-struct Registry {
-    /// Receives mostly complete in posting order, so most removals are at the
-    /// front: O(1) in a deque, where a `Vec` shifted every later entry (a
-    /// window of 64 receives spent more time shifting than in MPI).
-    receives: VecDeque<Pending>,
-    /// The thread's only registered receive, while it is offered with a
-    /// reserve ([`Mpi::post_solo`]) and nothing else is registered: a
-    /// ready-send ping-pong's every receive. It stays here, in place, so
-    /// that registering and completing it write a few of its fields instead
-    /// of moving all 328 bytes in and out of `receives`, and is tested and
-    /// completed without a search. Registered only while `solo_live`; every
-    /// other use of the registry first moves it to `receives`
-    /// ([`enlist_solo`](Self::enlist_solo)), where it is the first receive.
-    solo: Pending,
-    solo_live: bool,
-    /// Scratch list of [`Mpi::progress_requests`], kept for its allocation.
-    unfilled: Vec<Pattern>,
-    /// Scratch list of [`Mpi::refresh_offers`]: (context, source) of earlier
-    /// receives.
-    earlier: Vec<(u32, Option<usize>)>,
-    /// The regions of lane-posted receives.
-    pool: LanePool,
-    /// Receives posted ahead for offers.
-    reserves: Reserves,
-}
-
-impl Registry {
-    /// Moves the solo receive, if there is one, to `receives` (which is then
-    /// empty): any use of the registry but the solo's own fast paths sees
-    /// every receive there, in posting order.
-    #[inline]
-    fn enlist_solo(&mut self) {
-        if self.solo_live {
-            self.move_solo();
-        }
-    }
-
-    #[cold]
-    fn move_solo(&mut self) {
-        self.solo_live = false;
-        debug_assert!(self.receives.is_empty(), "a solo receive is the only one");
-        let solo = std::mem::take(&mut self.solo);
-        self.receives.push_front(solo);
-    }
-
-    /// The solo receive's kept outcome, once a progress pass has completed
-    /// it (it then leaves the registry).
-    fn take_solo_outcome(&mut self) -> Option<Result<Status>> {
-        if !matches!(self.solo.done, Done::Kept(Some(_))) {
-            return None;
-        }
-        let Done::Kept(outcome) = std::mem::replace(&mut self.solo.done, Done::Kept(None)) else {
-            unreachable!("checked above")
-        };
-        self.end_solo();
-        outcome
-    }
-
-    /// Ends the solo receive once its outcome is handed over.
-    fn end_solo(&mut self) {
-        self.complete_solo(None);
-        self.solo_live = false;
-    }
-
-    /// Empties the solo receive's place of its buffer and requests, once it
-    /// is complete, keeping `outcome` for its request.
-    fn complete_solo(&mut self, outcome: Option<Result<Status>>) {
-        let solo = &mut self.solo;
-        solo.dst = None;
-        solo.ready = None;
-        solo.ready_sink = None;
-        solo.offer = None;
-        solo.done = Done::Kept(outcome);
-    }
-}
-
-impl Default for Pending {
-    /// An empty place: no receive (see [`Registry::solo`]).
-    fn default() -> Self {
-        Pending {
-            pat: Pattern {
-                ctx: 0,
-                source: None,
-                tag: None,
-            },
-            senders: Senders::Rank {
-                rank: 0,
-                from: Remote::default(),
-            },
-            dst: None,
-            done: Done::Kept(None),
-            shm_id: None,
-            ready: None,
-            ready_from: Remote::default(),
-            ready_sink: None,
-            offer: None,
-            lane: None,
-            id: u64::MAX,
-        }
-    }
-}
-
-/// `MPI_Irecv`s a thread posts ahead for the offers it will raise (see
-/// [`Mpi::offer`]), one per sender at most.
-#[derive(Default)]
-struct Reserves {
-    /// By sender (node rank × threads + thread).
-    posted: Vec<Option<Reserve>>,
-    /// Sinks of completed offers, kept for their allocation.
-    sinks: Vec<Vec<u8>>,
-}
-
-impl Reserves {
-    /// The place of the reserve for `from` (of a process on this node), of a
-    /// process with `threads` rank-threads.
-    #[inline]
-    fn of(&mut self, from: Remote, threads: usize) -> &mut Option<Reserve> {
-        let i = from.node.expect("reserves are for processes of this node") * threads + from.s;
-        if self.posted.len() <= i {
-            self.posted.resize_with(i + 1, || None);
-        }
-        &mut self.posted[i]
-    }
-
-    /// The reserve posted for `from`, taken apart for an offered receive of
-    /// `cap` bytes: its request, which now serves that receive, and its
-    /// sink. `None` (and the reserve left posted) when there is none or the
-    /// receive is larger than a reserve.
-    #[inline]
-    fn take_for(
-        &mut self,
-        from: Remote,
-        threads: usize,
-        cap: usize,
-    ) -> Option<(Handle<ffi::MPI_Request>, Vec<u8>)> {
-        let reserve = self.of(from, threads);
-        let r = reserve.as_mut().filter(|_| cap <= RESERVE_BYTES)?;
-        // Taken apart in place: a `Reserve` that is dropped cancels its
-        // request.
-        let parts = (r.disarm(), std::mem::take(&mut r.sink));
-        *reserve = None;
-        Some(parts)
-    }
-}
-
-/// An `MPI_Irecv` for one sender's next offered send, into a sink of
-/// [`RESERVE_BYTES`]. Nothing matches it until an offer made with it is
-/// taken: only offered sends travel on its tag, and each needs a taken offer.
-struct Reserve {
-    req: Handle<ffi::MPI_Request>,
-    sink: Vec<u8>,
-}
-
-impl Reserve {
-    /// The request and its sink, handed to an offered receive.
-    fn into_parts(mut self) -> (Handle<ffi::MPI_Request>, Vec<u8>) {
-        (self.disarm(), std::mem::take(&mut self.sink))
-    }
-
-    /// Takes the request out, leaving the null request, which dropping does
-    /// not cancel.
-    fn disarm(&mut self) -> Handle<ffi::MPI_Request> {
-        // SAFETY: reading a constant exported by mpi-sys.
-        std::mem::replace(&mut self.req, Handle(unsafe { ffi::RSMPI_REQUEST_NULL }))
-    }
-}
-
-impl Drop for Reserve {
-    fn drop(&mut self) {
-        // SAFETY: reading a constant exported by mpi-sys.
-        if self.req.0 != unsafe { ffi::RSMPI_REQUEST_NULL } {
-            // Unmatched (no offer was made with it): withdrawn before the sink goes.
-            let _ = cancel_recv(&mut self.req.0);
-        }
-    }
-}
-
-/// Largest offered receive that uses a [`Reserve`] and is copied from its
-/// sink; larger ones post their `MPI_Irecv` into the user's buffer.
-const RESERVE_BYTES: usize = LANE_RECV_MAX;
-
-/// The regions of a thread's lane-posted receives (see [`Mpi::lane_post`]).
-#[derive(Default)]
-struct LanePool {
-    /// Regions of ended receives, kept for reuse.
-    spare: Vec<Scratch>,
-    /// Receives posted on their lanes now.
-    posted: usize,
-}
-
-impl LanePool {
-    /// A region for one more lane receive; `None` when [`LANE_POSTED_MAX`]
-    /// are posted already, or no address space can be reserved.
-    fn region(&mut self) -> Option<Scratch> {
-        if self.posted >= LANE_POSTED_MAX {
-            return None;
-        }
-        let region = self.spare.pop().unwrap_or_else(Scratch::reserve);
-        region.usable().then(|| {
-            self.posted += 1;
-            region
-        })
-    }
-
-    /// Takes the region back from a lane receive that has ended (completed,
-    /// after a message of `bytes`, or withdrawn).
-    fn finish(&mut self, lane: LaneRecv, bytes: usize) {
-        self.posted -= 1;
-        self.spare.push(lane.finish(bytes));
-    }
-}
-
-/// Largest buffer of a lane-posted receive. Its message is copied from the
-/// receive's region, which costs little this small; 4 KiB messages (above
-/// Open MPI's shared-memory eager limit) took 5.0 µs each instead of 3.5 in a
-/// bidirectional window when lane-posted, so larger receives are probed.
-const LANE_RECV_MAX: usize = 2048;
-
-/// Most receives a thread keeps posted on their lanes at once; later ones are
-/// matched by probes. Enough for a ping-pong or a halo exchange. Measured
-/// with a window of 64 receives whose messages had all arrived, per message
-/// against raw `MPI_Irecv` + `MPI_Waitall`: 4.2x with this limit, 3.8–4.1x all
-/// probed, 4.1–4.6x all lane-posted (one costs a little more than its share
-/// of a batch of probes); posted before the messages came, all the same.
-/// Each holds a [`Scratch`] region: 2 GiB of address space, though only the
-/// pages its messages touch.
-const LANE_POSTED_MAX: usize = 16;
-
-/// Removes the `i`th registered receive; where its outcome goes.
-#[inline]
-fn take(receives: &mut VecDeque<Pending>, i: usize) -> Done {
-    let done = std::mem::replace(&mut receives[i].done, Done::Kept(None));
-    // The last (a ping-pong's only receive) is dropped where it lies: moving
-    // an entry out copies all of its 328 bytes. Otherwise mostly the front
-    // (receives mostly complete in posting order), where `remove` first
-    // works out which side of the ring to shift.
-    if i + 1 == receives.len() {
-        receives.truncate(i);
-    } else if i == 0 {
-        receives.pop_front();
-    } else {
-        receives.remove(i);
-    }
-    done
 }
 
 /// A ready-send query: [ctx, sending thread, tag, reply id, message bytes].
@@ -1607,12 +1256,7 @@ impl Mpi {
     /// offered receive still waiting is reviewed
     /// ([`review_offer`](Self::review_offer)); a wait's quick tests between
     /// passes ([`test_posted`](Self::test_posted)) only poll.
-    fn settle_ready(
-        &self,
-        t: usize,
-        p: &mut Pending,
-        reserves: &mut Reserves,
-    ) -> Result<Settled> {
+    fn settle_ready(&self, t: usize, p: &mut Pending, reserves: &mut Reserves) -> Result<Settled> {
         match self.poll_ready(t, p, reserves) {
             Some(outcome) => Ok(Settled::Done(outcome)),
             None if p.offer.is_none() => Ok(Settled::Waiting),
