@@ -408,11 +408,15 @@ fn launch_all() {
                 b.iter().filter(|x| x["transport"] == "mpi-raw").count()
             });
             // MPI latency records, and only they, carry their raw counterpart
-            // timed between their samples.
+            // timed between their samples; every latency record (the two
+            // processes share this node) the handoffs between its cores.
             let raw_alongside = v["results"].as_array().is_some_and(|r| {
                 r.iter().all(|x| {
-                    let mpi_latency = x["transport"] == "mpi" && x["test"] == "latency";
+                    let latency = x["test"] == "latency";
+                    let mpi_latency = x["transport"] == "mpi" && latency;
+                    let flag = x["handoffs_us"]["flag"].as_f64();
                     x["raw_us"].as_f64().is_some_and(|m| m > 0.0) == mpi_latency
+                        && flag.is_some_and(|f| f > 0.0) == latency
                 })
             });
             // (10 latency + 9 bw + 5 bibw modes) x 2 sizes on shm, the same
@@ -422,8 +426,8 @@ fn launch_all() {
                 Ok(())
             } else {
                 Err(format!(
-                    "exit ok: {ok}, mpi {} shm {} raw {raw}, raw_us where expected: \
-                     {raw_alongside}\n{stdout}\n{stderr}",
+                    "exit ok: {ok}, mpi {} shm {} raw {raw}, raw_us and handoffs_us where \
+                     expected: {raw_alongside}\n{stdout}\n{stderr}",
                     count("mpi"),
                     count("shm")
                 ))

@@ -2,12 +2,14 @@
 //! against rsmpi on `MPI_COMM_WORLD`, between the two processes of the pair,
 //! in the same run — what courier's `mpi` transport is compared with.
 
+use std::ffi::{c_int, c_void};
 use std::time::Instant;
 
 use courier::{Comm, Result, BSEND_OVERHEAD};
+use mpi::ffi;
 use mpi::traits::*;
 
-use crate::bench_p2p::{batch, summarize, summarize_as, windows, Buffer, Record};
+use crate::bench_p2p::{batch, summarize, summarize_as, windows, Buffer, Lines, Record};
 
 /// The raw modes measured, as named in the report.
 const RAW: [&str; 5] = [
@@ -232,5 +234,125 @@ fn raw_send(peer: &mpi::topology::Process<'_>, mode: &str, buf: &[u8]) {
         "raw-bsend" => peer.buffered_send(buf),
         "raw-ssend" => peer.synchronous_send(buf),
         _ => peer.send(buf),
+    }
+}
+
+/// The handoff baselines' [`Lines`] in memory shared by the pair's two
+/// processes (an MPI shared-memory window), so that the MPI pair's latency
+/// rows carry the atomic-flag ping-pong between the same two cores, timed
+/// between their samples: on a virtual machine whose host moves its vCPUs,
+/// that handoff tells which placement a row was measured in (on this
+/// project's 2-core VM, 0.03 µs on SMT siblings and 0.15 µs far apart).
+pub struct SharedLines {
+    win: ffi::MPI_Win,
+    comm: ffi::MPI_Comm,
+    lines: *const Lines,
+}
+
+impl SharedLines {
+    /// The lines of the pair's processes (world processes 0 and 1), when they
+    /// share a node and the MPI library can map memory between them; `None`
+    /// otherwise. Collective over the pair's two ranks only (a thread each of
+    /// those processes).
+    pub fn new() -> Option<SharedLines> {
+        // SAFETY: reading constants exported by mpi-sys.
+        let (world, shared, info) = unsafe {
+            (
+                ffi::RSMPI_COMM_WORLD,
+                ffi::RSMPI_COMM_TYPE_SHARED,
+                ffi::RSMPI_INFO_NULL,
+            )
+        };
+        let ok = |code: c_int| code == ffi::MPI_SUCCESS as c_int;
+        // SAFETY: zeroed handles are valid out-parameters; both ranks of the
+        // pair make these calls, collective over the two processes only
+        // (`MPI_Comm_create_group`), in the same order.
+        unsafe {
+            let mut wg: ffi::MPI_Group = std::mem::zeroed();
+            let mut g: ffi::MPI_Group = std::mem::zeroed();
+            let mut two: ffi::MPI_Comm = std::mem::zeroed();
+            let ranks: [c_int; 2] = [0, 1];
+            let made = ok(ffi::MPI_Comm_group(world, &mut wg))
+                && ok(ffi::MPI_Group_incl(wg, 2, ranks.as_ptr(), &mut g))
+                && ok(ffi::MPI_Comm_create_group(world, g, 0x5a17, &mut two));
+            ffi::MPI_Group_free(&mut g);
+            ffi::MPI_Group_free(&mut wg);
+            if !made {
+                return None;
+            }
+            let mut node: ffi::MPI_Comm = std::mem::zeroed();
+            let mut size: c_int = 0;
+            let split = ok(ffi::MPI_Comm_split_type(two, shared, 0, info, &mut node));
+            ffi::MPI_Comm_free(&mut two);
+            if !split {
+                return None;
+            }
+            if !ok(ffi::MPI_Comm_size(node, &mut size)) || size != 2 {
+                ffi::MPI_Comm_free(&mut node);
+                return None; // on two nodes: no memory to share
+            }
+            let mut me: c_int = 0;
+            ffi::MPI_Comm_rank(node, &mut me);
+            // One alignment more than `Lines`: the segment need not start on a
+            // cache line; both processes round up from the same address.
+            let align = std::mem::align_of::<Lines>();
+            let bytes = if me == 0 {
+                std::mem::size_of::<Lines>() + align
+            } else {
+                0
+            };
+            let mut base: *mut u8 = std::ptr::null_mut();
+            let mut win: ffi::MPI_Win = std::mem::zeroed();
+            if !ok(ffi::MPI_Win_allocate_shared(
+                bytes as ffi::MPI_Aint,
+                1,
+                info,
+                node,
+                (&mut base as *mut *mut u8).cast::<c_void>(),
+                &mut win,
+            )) {
+                ffi::MPI_Comm_free(&mut node);
+                return None;
+            }
+            let (mut len, mut unit) = (0 as ffi::MPI_Aint, 0 as c_int);
+            let mut at: *mut u8 = std::ptr::null_mut();
+            ffi::MPI_Win_shared_query(
+                win,
+                0,
+                &mut len,
+                &mut unit,
+                (&mut at as *mut *mut u8).cast::<c_void>(),
+            );
+            let lines = at.add(at.align_offset(align)).cast::<Lines>();
+            if me == 0 {
+                // Rank 0's own segment, untouched by rank 1 before the barrier.
+                lines.write(Lines::default());
+            }
+            ffi::MPI_Barrier(node);
+            Some(SharedLines {
+                win,
+                comm: node,
+                lines,
+            })
+        }
+    }
+
+    /// The shared lines.
+    pub fn lines(&self) -> &Lines {
+        // SAFETY: initialised before `new` returned, and mapped until the
+        // window is freed in `drop`; `Lines` holds only atomics.
+        unsafe { &*self.lines }
+    }
+}
+
+impl Drop for SharedLines {
+    /// Frees the window and its communicator: collective, so both ranks drop
+    /// their `SharedLines` at the same point of the run.
+    fn drop(&mut self) {
+        // SAFETY: valid handles made in `new`, freed once.
+        unsafe {
+            ffi::MPI_Win_free(&mut self.win);
+            ffi::MPI_Comm_free(&mut self.comm);
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use courier::{Comm, Result};
 
-use crate::bench_p2p::Record;
+use crate::bench_p2p::{Lines, Record};
 
 pub fn counterpart(_: &str) -> &'static str {
     "raw-send"
@@ -31,4 +31,17 @@ pub fn bandwidth(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
 
 pub fn bidirectional(_: &Comm, _: usize, _: usize, _: bool) -> Result<Vec<Record>> {
     Ok(Vec::new())
+}
+
+/// Never made: without MPI there are no processes to share lines between.
+pub enum SharedLines {}
+
+impl SharedLines {
+    pub fn new() -> Option<SharedLines> {
+        None
+    }
+
+    pub fn lines(&self) -> &Lines {
+        match *self {}
+    }
 }

@@ -64,6 +64,12 @@ pub(crate) fn ping_pong(
             if s >= warmup {
                 raw_times.push(t);
             }
+            if handoff.is_some() {
+                // A raw `MPI_Bsend` may still need its sender's MPI progress
+                // after that rank's last call returned (a large message's
+                // rendezvous), which a handoff's spin would not give it.
+                comm.barrier()?;
+            }
         }
         if let Some(h) = &mut handoff {
             let (f, l, sl) = (h.flag(hb), h.directions(hb), h.slot(hb));

@@ -43,6 +43,7 @@ use crate::{json, raw_mpi, JobArgs};
 #[cfg_attr(not(feature = "mpi"), allow(unused_imports))]
 pub(crate) use bandwidth::windows;
 use bandwidth::{bw_measures, BIBW_MODES, MR_MODES};
+pub(crate) use baselines::Lines;
 pub(crate) use buffer::Buffer;
 pub(crate) use latency::ping_pong;
 
@@ -482,6 +483,10 @@ fn measure_pair(
     if transport == "shm" {
         base.extend(baselines::handoff_baselines(pair, lines, samples, quick)?);
     }
+    // Between processes of one node, the handoff lines in a shared window.
+    let shared = (transport == "mpi" && !args.raw_only)
+        .then(raw_mpi::SharedLines::new)
+        .flatten();
     for &size in &args.sizes {
         if transport == "shm" {
             if pair.rank() == 0 {
@@ -509,7 +514,10 @@ fn measure_pair(
                 }
                 let r = match test {
                     "latency" => {
-                        let lines = (transport == "shm").then_some(lines);
+                        let lines = match &shared {
+                            Some(s) => Some(s.lines()),
+                            None => (transport == "shm").then_some(lines),
+                        };
                         ping_pong(pair, transport, mode, size, samples, quick, lines)?
                     }
                     "bw" => bandwidth::bw(pair, transport, mode, size, args.window, quick)?,

@@ -58,6 +58,12 @@ pub(crate) fn ratios(r: &Record, baselines: &[Record]) -> Vec<(&'static str, f64
                 out.push(("x raw", p50 / m));
                 out.push(("+us raw", p50 - m));
             }
+            // Between processes of one node: the handoff between the same
+            // cores, timed alongside (see `raw_mpi::SharedLines`), which
+            // tells how far apart the cores were.
+            if let Some(h) = r.handoffs_us.filter(|_| r.size == 8) {
+                out.push(("x flag", p50 / h.flag));
+            }
         }
         ("bw" | "bibw" | "mr", _) => {
             // Bandwidth ratios: above 1 = more bandwidth than the baseline.
@@ -108,6 +114,15 @@ pub(crate) fn print_tables(results: &[Record], baselines: &[Record]) {
                 r.mode, r.size, l.p50, l.min, l.p99, r.bandwidth_mb_s, r.msg_rate
             );
         }
+        let rows = results
+            .iter()
+            .filter(|r| r.transport == transport && r.test == test);
+        if let Some((lo, hi)) = flag_range(rows) {
+            println!(
+                "handoff between the pair's cores (atomic flag, timed alongside the rows): \
+                 {lo:.3}-{hi:.3} us"
+            );
+        }
     }
     if let Some(note) = drift_note(results) {
         println!("\n{note}");
@@ -135,16 +150,23 @@ const DRIFT: f64 = 1.5;
 /// by more than [`DRIFT`] during the run: absolute times then compare poorly
 /// across rows, the rows' own ratios still do.
 fn drift_note(results: &[Record]) -> Option<String> {
-    let flags = results.iter().filter_map(|r| r.handoffs_us.map(|h| h.flag));
-    let (lo, hi) = flags.fold((f64::INFINITY, 0.0f64), |(lo, hi), f| {
-        (lo.min(f), hi.max(f))
-    });
+    let (lo, hi) = flag_range(results.iter())?;
     (hi > DRIFT * lo).then(|| {
         format!(
             "note: this machine's core-to-core handoff changed during the run (atomic flag \
              {lo:.3}-{hi:.3} us): compare rows by their ratios, which use the handoffs \
              timed alongside each row, rather than by absolute times"
         )
+    })
+}
+
+/// The lowest and highest atomic-flag handoff timed alongside `rows`, if
+/// any was.
+fn flag_range<'a>(rows: impl Iterator<Item = &'a Record>) -> Option<(f64, f64)> {
+    let flags = rows.filter_map(|r| r.handoffs_us.map(|h| h.flag));
+    flags.fold(None, |range, f| match range {
+        None => Some((f, f)),
+        Some((lo, hi)) => Some((f.min(lo), f.max(hi))),
     })
 }
 
@@ -218,5 +240,25 @@ mod tests {
         let plain = summarize(vec![0.1], 8, "shm", "send");
         let ratios = super::ratios(&plain, &start);
         assert!((ratios[0].1 - 0.1 / 0.02).abs() < 1e-12, "{ratios:?}");
+    }
+
+    #[test]
+    fn mpi_rows_read_against_raw_and_the_flag_between_their_cores() {
+        let mut r = summarize(vec![0.5], 8, "mpi", "rsend");
+        r.raw_us = Some(0.4);
+        let labels = |r: &Record| ratios(r, &[]).iter().map(|x| x.0).collect::<Vec<_>>();
+        // Pair on two nodes: no shared lines, no flag.
+        assert_eq!(labels(&r), ["x raw", "+us raw"]);
+        r.handoffs_us = Some(Handoffs {
+            flag: 0.16,
+            lines: 0.17,
+            slot: 0.3,
+        });
+        let got = ratios(&r, &[]);
+        assert_eq!(labels(&r), ["x raw", "+us raw", "x flag"]);
+        assert!((got[1].1 - 0.1).abs() < 1e-12, "{got:?}");
+        assert!((got[2].1 - 0.5 / 0.16).abs() < 1e-12, "{got:?}");
+        assert_eq!(flag_range([&r, &row(0.03)].into_iter()), Some((0.03, 0.16)));
+        assert_eq!(flag_range(std::iter::empty()), None);
     }
 }
