@@ -1698,6 +1698,19 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
         assert_eq!(got, [left as u64, round]);
         assert_eq!((st.source, st.tag, st.bytes), (left, 7, 16));
     }
+    // Around Open MPI's shared-memory eager limit (4 KiB including its
+    // header): every rank sends at once, so a send that waited for its
+    // receiver before receiving would deadlock the ring.
+    for bytes in [4000, 4064, 4080, 4088, 4096, 4097, 8192] {
+        let out: Vec<u8> = (0..bytes).map(|i| (i + me) as u8).collect();
+        let mut got = vec![0u8; bytes];
+        let st = comm.sendrecv(&out, (me + 1) % n, 8, &mut got, left, 8)?;
+        assert_eq!(st.bytes, bytes);
+        assert!(
+            got.iter().enumerate().all(|(i, &b)| b == (i + left) as u8),
+            "{bytes} bytes from rank {left}"
+        );
+    }
     Ok(())
 }
 

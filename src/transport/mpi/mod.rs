@@ -298,9 +298,13 @@ struct Remote {
 }
 
 /// Largest standard send made with blocking `MPI_Send`: below the eager limit
-/// of Open MPI's transports (vader 4 KiB, tcp 64 KiB) and MPICH's, so it never
-/// waits for the receiver.
-pub(crate) const EAGER_SAFE: usize = 4096;
+/// of Open MPI's transports and MPICH's, so it never waits for the receiver.
+/// Open MPI's limits include its headers: over shared memory (vader, 4096
+/// bytes) two processes that both `MPI_Send` then receive got through with
+/// 4040-byte messages and deadlocked from 4041 bytes (Open MPI 4.1.4); tcp's
+/// is 64 KiB. At 4096 a `sendrecv` of 4 KiB between two processes
+/// deadlocked; 256 bytes are left for headers.
+pub(crate) const EAGER_SAFE: usize = 4096 - 256;
 
 /// The MPI transport of one process.
 pub(crate) struct Mpi {
@@ -1587,7 +1591,7 @@ impl Arrived {
 /// `MPI_Irecv` ([`Mpi::recv_posted`]); larger ones take the matched-probe path,
 /// whose extra cost is small next to the message, and which receives straight
 /// into the user's buffer.
-const SMALL_RECV: usize = EAGER_SAFE;
+const SMALL_RECV: usize = 4096;
 
 /// The region a thread's posted receives land in: `MPI_Irecv` is posted for
 /// the largest count MPI can express, so MPI never truncates.
