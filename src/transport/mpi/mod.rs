@@ -1546,6 +1546,22 @@ fn claim_marker(lane: ffi::MPI_Comm, src: c_int) -> Result<Option<c_int>> {
     }
 }
 
+/// Blocking `MPI_Send` of a few bytes of control data (a ready send's marker,
+/// query or answer) to (rank, tag, communicator): far below any eager
+/// limit, so it does not wait for the receiver.
+fn send_small<T: bytemuck::Pod>(
+    data: &[T],
+    (dest, tag, comm): (c_int, c_int, ffi::MPI_Comm),
+    call: &'static str,
+) -> Result<()> {
+    let bytes = std::mem::size_of_val(data) as c_int;
+    // SAFETY: `data` is valid for reads of `bytes` bytes for the blocking call.
+    check(
+        unsafe { ffi::MPI_Send(data.as_ptr().cast(), bytes, byte(), dest, tag, comm) },
+        call,
+    )
+}
+
 fn mrecv_raw(mut msg: Message, ptr: *mut u8, bytes: usize) -> Result<()> {
     // SAFETY: zeroed status out-parameter; `ptr` has room for `bytes` (callers).
     let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };

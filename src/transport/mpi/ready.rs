@@ -12,8 +12,8 @@ use mpi::ffi;
 use super::offers::{self, Offer};
 use super::registry::{Pending, Registry, Reserve, Reserves, Senders, RESERVE_BYTES};
 use super::{
-    byte, cancel_recv, check, claim_marker, count, improbe, iprobe, irecv, mrecv_raw, tally,
-    test_request, Arrived, Comm, Handle, Lanes, Mpi, Remote,
+    byte, cancel_recv, check, claim_marker, count, improbe, iprobe, irecv, mrecv_raw, send_small,
+    tally, test_request, Arrived, Comm, Handle, Lanes, Mpi, Remote,
 };
 use crate::matching::{Envelope, Pattern};
 use crate::transport::shm::{RecvBuf, SendOutcome, Shm};
@@ -99,31 +99,14 @@ impl Mpi {
         ];
         let world_dest = q as c_int;
         let marker = [id];
-        // SAFETY: `marker` and `query` are valid for the blocking calls.
-        check(
-            unsafe {
-                ffi::MPI_Send(
-                    marker.as_ptr().cast(),
-                    4,
-                    byte(),
-                    lane_dest,
-                    MARKER_TAG,
-                    lane.0,
-                )
-            },
+        send_small(
+            &marker,
+            (lane_dest, MARKER_TAG, lane.0),
             "MPI_Send (ready marker)",
         )?;
-        check(
-            unsafe {
-                ffi::MPI_Send(
-                    query.as_ptr().cast(),
-                    std::mem::size_of::<Query>() as c_int,
-                    byte(),
-                    world_dest,
-                    2 * d as c_int,
-                    self.control.0,
-                )
-            },
+        send_small(
+            &query,
+            (world_dest, 2 * d as c_int, self.control.0),
             "MPI_Send (ready query)",
         )?;
         // Wait for the answer, answering queries to us meanwhile.
@@ -710,19 +693,9 @@ impl Mpi {
         for (q, [ctx, s, tag, id, len]) in answerable {
             let (ctx, s, id) = (ctx as u32, s as usize, id as c_int);
             let yes = self.prepare_ready(shm, t, q, ctx, s, (tag as i32, id, len as usize))?;
-            let answer = [i64::from(yes)];
-            // SAFETY: `answer` is valid for the blocking call.
-            check(
-                unsafe {
-                    ffi::MPI_Send(
-                        answer.as_ptr().cast(),
-                        8,
-                        byte(),
-                        q as c_int,
-                        2 * id + 1,
-                        self.control.0,
-                    )
-                },
+            send_small(
+                &[i64::from(yes)],
+                (q as c_int, 2 * id + 1, self.control.0),
                 "MPI_Send (ready answer)",
             )?;
         }
