@@ -483,10 +483,15 @@ fn measure_pair(
     if transport == "shm" {
         base.extend(baselines::handoff_baselines(pair, lines, samples, quick)?);
     }
-    // Between processes of one node, the handoff lines in a shared window.
+    // The lines latency rows time the handoffs through: between processes of
+    // one node, in a shared window.
     let shared = (transport == "mpi" && !args.raw_only)
         .then(raw_mpi::SharedLines::new)
         .flatten();
+    let handoff_lines = match &shared {
+        Some(s) => Some(s.lines()),
+        None => (transport == "shm").then_some(lines),
+    };
     for &size in &args.sizes {
         if transport == "shm" {
             if pair.rank() == 0 {
@@ -514,11 +519,7 @@ fn measure_pair(
                 }
                 let r = match test {
                     "latency" => {
-                        let lines = match &shared {
-                            Some(s) => Some(s.lines()),
-                            None => (transport == "shm").then_some(lines),
-                        };
-                        ping_pong(pair, transport, mode, size, samples, quick, lines)?
+                        ping_pong(pair, transport, mode, size, samples, quick, handoff_lines)?
                     }
                     "bw" => bandwidth::bw(pair, transport, mode, size, args.window, quick)?,
                     _ => bandwidth::bibw(pair, transport, mode, size, args.window, quick)?,
