@@ -92,6 +92,10 @@ const CASES: &[(&str, Case)] = &[
     ),
     ("sendrecv_ring", sendrecv_ring),
     (
+        "posted_receives_let_every_standard_send_through",
+        posted_receives_let_every_standard_send_through,
+    ),
+    (
         "receives_match_in_posting_order",
         receives_match_in_posting_order,
     ),
@@ -202,6 +206,21 @@ fn launch_all() {
             ok,
         );
     }
+    // Again with Open MPI's shared-memory eager limit cut from 4 KiB to
+    // 1 KiB, as a site may set it: sends of 1–4 KiB become rendezvous, and
+    // no case may depend on MPI buffering them (a `sendrecv` did).
+    let eager_1k = [
+        ("COURIER_THREADS", "2"),
+        ("OMPI_MCA_btl_vader_eager_limit", "1024"),
+    ];
+    let out = mpirun(2, &eager_1k, &me, &[]);
+    check(
+        "cluster_cases_with_a_1_kib_mpi_eager_limit".into(),
+        out.and_then(|(ok, stdout, stderr)| {
+            let cases = stdout.matches(": ok").count();
+            verdict(ok && cases == CASES.len(), ok, &stdout, &stderr)
+        }),
+    );
     let out = mpirun(
         2,
         &[("COURIER_THREADS", "2"), ("COURIER_CLUSTER_CASE", "panic")],
@@ -1681,9 +1700,8 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
         comm.sendrecv_replace(&mut v, (me + 1) % n, 0, (me + n - 1) % n, 0)?;
     }
     assert_eq!(v, [me as u64; 1000]);
-    // Small messages to another process go out with a blocking eager send
-    // before the receive: every rank still gets its left neighbour's message
-    // of each round, in order, from any source and with any tag.
+    // Every rank gets its left neighbour's message of each round, in order,
+    // from any source and with any tag.
     let left = (me + n - 1) % n;
     for round in 0..3 * n as u64 {
         let mut got = [u64::MAX; 2];
@@ -1698,10 +1716,14 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
         assert_eq!(got, [left as u64, round]);
         assert_eq!((st.source, st.tag, st.bytes), (left, 7, 16));
     }
-    // Around Open MPI's shared-memory eager limit (4 KiB including its
-    // header): every rank sends at once, so a send that waited for its
-    // receiver before receiving would deadlock the ring.
-    for bytes in [4000, 4064, 4080, 4088, 4096, 4097, 8192] {
+    // Every rank sends at once, so a send that waited for its receiver
+    // before receiving would deadlock the ring: sizes around Open MPI's
+    // shared-memory eager limit (4 KiB including its header), and below it,
+    // which a lowered limit (the job `cluster_cases_with_a_1_kib_mpi_eager_limit`)
+    // makes rendezvous sends.
+    for bytes in [
+        1000, 2000, 3000, 3840, 4000, 4064, 4080, 4088, 4096, 4097, 8192,
+    ] {
         let out: Vec<u8> = (0..bytes).map(|i| (i + me) as u8).collect();
         let mut got = vec![0u8; bytes];
         let st = comm.sendrecv(&out, (me + 1) % n, 8, &mut got, left, 8)?;
@@ -1709,6 +1731,47 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
         assert!(
             got.iter().enumerate().all(|(i, &b)| b == (i + left) as u8),
             "{bytes} bytes from rank {left}"
+        );
+    }
+    Ok(())
+}
+
+/// Every rank posts a receive, sends to its thread of the next process, all
+/// at once, and only then waits: legal MPI whatever the MPI's eager limit,
+/// since every send meets a posted receive. Under a 1 KiB limit (the job
+/// `cluster_cases_with_a_1_kib_mpi_eager_limit`) these are rendezvous sends,
+/// each done only once its receiver's thread has taken it, so a sender that
+/// stopped matching its own receives while it waited would deadlock the ring.
+/// Both kinds of registered receive: `ANY_SOURCE`, and one rank into a buffer
+/// too large to post on the lane.
+fn posted_receives_let_every_standard_send_through(comm: &Comm) -> courier::Result<()> {
+    let (n, me) = (comm.size(), comm.rank());
+    let t = n / comm.processes();
+    let (next, prev) = ((me + t) % n, (me + n - t) % n);
+    let bytes_of =
+        |from: usize, len: usize| -> Vec<u8> { (0..len).map(|i| (i * 7 + from) as u8).collect() };
+    for len in [1000, 2000, 3000, 3840, 4000] {
+        let out = bytes_of(me, len);
+        let mut any = vec![0u8; len];
+        let mut large = vec![0u8; 8192];
+        comm.scope(|s| {
+            let r = s.irecv(&mut any, ANY_SOURCE, 1)?;
+            comm.send(&out, next, 1)?;
+            let st = r.wait()?;
+            assert_eq!((st.source, st.bytes), (prev, len), "ANY_SOURCE, {len} B");
+            let r = s.irecv(&mut large, prev, 2)?;
+            comm.send(&out, next, 2)?;
+            let st = r.wait()?;
+            assert_eq!((st.source, st.bytes), (prev, len), "from {prev}, {len} B");
+            Ok::<_, courier::Error>(())
+        })?;
+        assert!(
+            any == bytes_of(prev, len),
+            "ANY_SOURCE, {len} B: bytes differ"
+        );
+        assert!(
+            large[..len] == bytes_of(prev, len),
+            "from {prev}, {len} B: bytes differ"
         );
     }
     Ok(())

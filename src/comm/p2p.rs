@@ -17,7 +17,7 @@ use bytemuck::Pod;
 
 use crate::matching::{Envelope, Pattern};
 use crate::sync::{Completion, Peer};
-use crate::transport::mpi::{Mpi, SendMode, EAGER_SAFE};
+use crate::transport::mpi::{Mpi, SendMode};
 use crate::transport::shm::{Body, Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
@@ -177,8 +177,9 @@ impl Comm {
     /// it with [`recv_owned`](Comm::recv_owned) as the same `Vec<T>`). Counts against
     /// the pair's flow-control credit; past it, waits until the receiver matches.
     ///
-    /// To a rank in another process the contents are sent with `MPI_Send` (a
-    /// copy, as any message between processes) and the `Vec` is dropped.
+    /// To a rank in another process the contents are sent as by
+    /// [`send`](Comm::send) (a copy, as any message between processes) and the
+    /// `Vec` is dropped.
     pub fn send_owned<T: Pod + Send>(&self, data: Vec<T>, dest: usize, tag: i32) -> Result<()> {
         let peer = self.peer(dest)?;
         let env = self.envelope(self.ctx, check_tag(tag)?);
@@ -240,12 +241,25 @@ impl Comm {
     ) -> Result<Status> {
         let pat = self.pattern(self.ctx, source.into(), recv_tag.into())?;
         let out: &[u8] = bytemuck::cast_slice(send);
-        if out.len() <= EAGER_SAFE && self.peer(dest)?.local.is_none() {
-            // A small message to another process goes out eagerly: the
-            // blocking MPI_Send returns without the receiver, as MPI_Sendrecv's
-            // send half would, and spares the request a nonblocking one needs.
-            self.send_on(self.ctx, out, dest, check_tag(send_tag)?, Mode::Standard)?;
-            return self.recv_on(pat, recv);
+        let peer = self.peer(dest)?;
+        if peer.local.is_none() {
+            // To another process: `MPI_Isend`, tested once (an eager message
+            // is done at once), then the receive, then the send's wait: no
+            // scope or request object, and never a blocking `MPI_Send`, which
+            // would deadlock two ranks exchanging messages above their MPI's
+            // eager limit (their receives are matched by their own threads,
+            // see the MPI transport, so neither would be taken).
+            let env = self.envelope(self.ctx, check_tag(send_tag)?);
+            let (mpi, from) = (self.mpi(), self.world_rank());
+            // SAFETY: `out` is borrowed until this function returns, and it
+            // does not return before the request has completed (below), but
+            // when a rank of this process failed: the job is then ending.
+            let pending = unsafe { mpi.isend(from, peer.world, &env, out, SendMode::Standard)? };
+            let status = self.recv_on(pat, recv);
+            if let Some(mut req) = pending {
+                self.wait_mpi_send(|| req.test())?;
+            }
+            return status;
         }
         // The send goes out first, nonblocking, so the receive can take the
         // blocking receive's fast paths; either half may complete first, as in

@@ -13,9 +13,6 @@ use crate::{Error, Result, Status};
 /// No MPI transport can exist in this build.
 pub(crate) enum Mpi {}
 
-/// Largest standard send made eagerly (no peer is ever remote in this build).
-pub(crate) const EAGER_SAFE: usize = 4096 - 256;
-
 /// The send modes with their own blocking MPI call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum SendMode {
