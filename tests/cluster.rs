@@ -1733,6 +1733,28 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
             "{bytes} bytes from rank {left}"
         );
     }
+    // Again with another receive of each rank pending, so the exchange's
+    // receive is registered behind it instead of posted on its own.
+    let mut held = [u64::MAX];
+    comm.scope(|s| {
+        let h = s.irecv(&mut held, ANY_SOURCE, 9)?;
+        for bytes in [8, 3000, 8192] {
+            let out: Vec<u8> = (0..bytes).map(|i| (i * 3 + me) as u8).collect();
+            let mut got = vec![0u8; bytes];
+            let st = comm.sendrecv(&out, (me + 1) % n, 8, &mut got, left, 8)?;
+            assert_eq!((st.source, st.bytes), (left, bytes));
+            assert!(
+                got.iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == (i * 3 + left) as u8),
+                "{bytes} bytes from rank {left}, behind a pending receive"
+            );
+        }
+        comm.send(&[me as u64], (me + 1) % n, 9)?;
+        assert_eq!(h.wait()?.source, left);
+        Ok::<_, courier::Error>(())
+    })?;
+    assert_eq!(held, [left as u64]);
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use bytemuck::Pod;
 use crate::matching::{Envelope, Pattern};
 use crate::sync::{Completion, Peer};
 use crate::transport::mpi::{Mpi, SendMode};
+use crate::transport::mpi_count;
 use crate::transport::shm::{Body, Elem, Mode, RecvBuf, RecvOutcome, SendOutcome};
 use crate::{Comm, Error, Result, Source, Status, TagMatch};
 
@@ -243,19 +244,25 @@ impl Comm {
         let out: &[u8] = bytemuck::cast_slice(send);
         let peer = self.peer(dest)?;
         if peer.local.is_none() {
-            // To another process: `MPI_Isend`, tested once (an eager message
-            // is done at once), then the receive, then the send's wait: no
-            // scope or request object, and never a blocking `MPI_Send`, which
-            // would deadlock two ranks exchanging messages above their MPI's
-            // eager limit (their receives are matched by their own threads,
-            // see the MPI transport, so neither would be taken).
+            // To another process: the receive is posted first, then the send
+            // starts (`MPI_Isend`, tested once: an eager message is done at
+            // once), then the receive and the send are waited for: what
+            // `MPI_Sendrecv` does. No scope or request object, and never a
+            // blocking `MPI_Send`, which would deadlock two ranks exchanging
+            // messages above their MPI's eager limit (their receives are
+            // matched by their own threads, see the MPI transport).
             let env = self.envelope(self.ctx, check_tag(send_tag)?);
+            mpi_count(out.len())?; // the send cannot fail on its length once the receive is posted
             let (mpi, from) = (self.mpi(), self.world_rank());
-            // SAFETY: `out` is borrowed until this function returns, and it
-            // does not return before the request has completed (below), but
-            // when a rank of this process failed: the job is then ending.
-            let pending = unsafe { mpi.isend(from, peer.world, &env, out, SendMode::Standard)? };
-            let status = self.recv_on(pat, recv);
+            let mut pending = None;
+            let mut start = Some(|| {
+                // SAFETY: `out` is borrowed until this function returns, which
+                // is not before the request has completed (below), but when a
+                // rank of this process failed: the job is then ending.
+                pending = unsafe { mpi.isend(from, peer.world, &env, out, SendMode::Standard)? };
+                Ok(())
+            });
+            let status = self.recv_with(pat, recv, &mut start);
             if let Some(mut req) = pending {
                 self.wait_mpi_send(|| req.test())?;
             }
@@ -497,6 +504,22 @@ impl Comm {
 
     /// Blocking receive matching `pat`.
     pub(crate) fn recv_on<T: Pod>(&self, pat: Pattern, buf: &mut [T]) -> Result<Status> {
+        self.recv_with(pat, buf, &mut None::<fn() -> Result<()>>)
+    }
+
+    /// Blocking receive matching `pat` that runs `first` (if any) once, as
+    /// soon as the receive is posted where it can be — on its lane at the MPI
+    /// level, or registered — and in any case before it waits: `sendrecv`
+    /// starts its send there, so the peer's message finds its receive posted
+    /// (MPI then matches it on arrival, instead of queueing it unexpected
+    /// and copying it once more). If `first` fails, the receive is withdrawn
+    /// (or, already matched, completed) before the error returns.
+    pub(crate) fn recv_with<T: Pod>(
+        &self,
+        pat: Pattern,
+        buf: &mut [T],
+        first: &mut Option<impl FnOnce() -> Result<()>>,
+    ) -> Result<Status> {
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
         // SAFETY: `buf` is exclusively borrowed for this call, and `settle_recv` does
         // not return before the receive has completed or been withdrawn.
@@ -504,6 +527,9 @@ impl Comm {
         let me = self.world_rank();
         let source = self.source_peer(&pat)?;
         if let Some(from) = source.and_then(|p| p.local) {
+            if let Some(first) = first.take() {
+                first()?;
+            }
             // SAFETY: an alias of `dst`, which `recv_fastbox` only fills when it
             // returns `Some` (then `dst` is not used again).
             let direct = unsafe { dst.alias() };
@@ -524,13 +550,26 @@ impl Comm {
                 let live = &self.world.live;
                 let shm = &self.world.shm;
                 if let Some(r) =
-                    mpi.recv_direct(shm, me, &pat, &self.group, direct, || live.check())?
+                    mpi.recv_direct(shm, me, &pat, &self.group, direct, || live.check(), first)?
                 {
                     return r;
                 }
             }
         }
-        match self.post_recv(pat, dst, source)? {
+        let posted = self.post_recv(pat, dst, source)?;
+        if let Some(Err(e)) = first.take().map(|first| first()) {
+            match posted {
+                Posted::Done(_) => {}
+                Posted::Pending { id, done } => {
+                    if !self.cancel_recv(id) {
+                        let _ = self.settle_recv(id, &done, source);
+                    }
+                }
+                Posted::Kept { id } => self.discard_kept(id),
+            }
+            return Err(e);
+        }
+        match posted {
             Posted::Done(r) => r,
             Posted::Pending { id, done } => self.settle_recv(id, &done, source),
             Posted::Kept { id } => self.settle_kept(id),

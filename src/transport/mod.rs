@@ -18,3 +18,14 @@ pub(crate) mod mpi;
 #[path = "mpi_disabled.rs"]
 pub(crate) mod mpi;
 pub(crate) mod shm;
+
+/// The element count of an MPI message of `len` bytes, or why `len` bytes
+/// cannot go as one (`MPI_Send` and friends take a C `int`). Checked before
+/// anything of an operation is posted, so the error leaves nothing behind.
+pub(crate) fn mpi_count(len: usize) -> crate::Result<std::ffi::c_int> {
+    std::ffi::c_int::try_from(len).map_err(|_| {
+        crate::Error::InvalidConfig(format!(
+            "{len} bytes is more than one MPI message can carry"
+        ))
+    })
+}

@@ -92,6 +92,7 @@ use self::ready::{ReadyState, Settled, MARKER_TAG};
 use self::registry::{finish, take, Done, LanePool, Pending, Registry, Senders, LANE_RECV_MAX};
 use crate::matching::{Envelope, Pattern};
 use crate::sync::Completion;
+use crate::transport::mpi_count as count;
 use crate::transport::shm::{RecvBuf, SendOutcome, Shm};
 use crate::{Error, Result, Status};
 
@@ -132,14 +133,6 @@ fn mpi_error(code: c_int, call: &'static str) -> Error {
             .trim_end_matches('\0')
             .to_string(),
     }
-}
-
-fn count(len: usize) -> Result<c_int> {
-    c_int::try_from(len).map_err(|_| {
-        Error::InvalidConfig(format!(
-            "{len} bytes is more than one MPI message can carry"
-        ))
-    })
 }
 
 fn byte() -> ffi::MPI_Datatype {
@@ -753,7 +746,10 @@ impl Mpi {
     /// With an exact tag and a buffer of at most [`SMALL_RECV`] bytes it posts
     /// an `MPI_Irecv` on the lane ([`recv_posted`](Self::recv_posted)), as
     /// MPI's own pre-posted receive; otherwise it claims with `MPI_Improbe` and
-    /// `MPI_Mrecv`s straight into `dst`.
+    /// `MPI_Mrecv`s straight into `dst`. `first`, if any, is taken and run
+    /// once the `MPI_Irecv` is posted, or before the claiming starts (see
+    /// `Comm::recv_with`); left in place when this returns `None` at once.
+    #[allow(clippy::too_many_arguments)]
     pub fn recv_direct(
         &self,
         shm: &Shm,
@@ -762,6 +758,7 @@ impl Mpi {
         group: &[usize],
         dst: RecvBuf,
         mut poll_failure: impl FnMut() -> Result<()>,
+        first: &mut Option<impl FnOnce() -> Result<()>>,
     ) -> Result<Option<Result<Status>>> {
         let t = self.thread_of(me);
         let Some(r) = pat.source else { return Ok(None) };
@@ -786,6 +783,9 @@ impl Mpi {
                 let region = scratch.take().unwrap_or_else(Scratch::reserve);
                 if region.usable() {
                     let mut posted = LaneRecv::post(src, tag, lane, region)?;
+                    if let Some(first) = first.take() {
+                        first()?; // on error, dropping `posted` withdraws it
+                    }
                     let outcome =
                         self.recv_posted(shm, me, &mut posted, dst, env(tag), poll_failure);
                     let bytes = match outcome {
@@ -803,6 +803,9 @@ impl Mpi {
         }
         // SAFETY: reading a constant exported by mpi-sys.
         let tag = pat.tag.unwrap_or(unsafe { ffi::RSMPI_ANY_TAG });
+        if let Some(first) = first.take() {
+            first()?;
+        }
         let mut pace = Pace::default();
         loop {
             if let Some((msg, st)) = improbe(src, tag, lane, "MPI_Improbe")? {
