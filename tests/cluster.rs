@@ -11,7 +11,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use courier::{test_all, wait_all, wait_any, Comm, Error, Runtime, Source, ANY_SOURCE, ANY_TAG};
@@ -94,6 +94,14 @@ const CASES: &[(&str, Case)] = &[
     (
         "posted_receives_let_every_standard_send_through",
         posted_receives_let_every_standard_send_through,
+    ),
+    (
+        "a_detach_keeps_its_rank_receiving_until_delivered",
+        a_detach_keeps_its_rank_receiving_until_delivered,
+    ),
+    (
+        "bsends_go_through_while_another_rank_resizes_the_buffer",
+        bsends_go_through_while_another_rank_resizes_the_buffer,
     ),
     (
         "receives_match_in_posting_order",
@@ -1797,6 +1805,81 @@ fn posted_receives_let_every_standard_send_through(comm: &Comm) -> courier::Resu
         );
     }
     Ok(())
+}
+
+/// Every rank posts a receive, `bsend`s a large message to its thread of the
+/// next process, all at once, and detaches its buffer before it waits: legal
+/// MPI, where the detach waits for delivery, which the posted receives allow.
+/// Those receives are matched by their own threads, so a detach that stopped
+/// its rank from matching (a blocking `MPI_Buffer_detach`) would deadlock the
+/// ring on its rendezvous messages.
+fn a_detach_keeps_its_rank_receiving_until_delivered(comm: &Comm) -> courier::Result<()> {
+    let (n, me) = (comm.size(), comm.rank());
+    let t = n / comm.processes();
+    let (next, prev) = ((me + t) % n, (me + n - t) % n);
+    let len = 256 * 1024;
+    let out: Vec<u8> = (0..len).map(|i| (i * 5 + me) as u8).collect();
+    let mut got = vec![0u8; len];
+    comm.scope(|s| {
+        let r = s.irecv(&mut got, prev, 3)?;
+        comm.attach_buffer(len + courier::BSEND_OVERHEAD)?;
+        comm.bsend(&out, next, 3)?;
+        assert!(comm.detach_buffer()? >= len);
+        assert_eq!(r.wait()?.bytes, len);
+        Ok::<_, courier::Error>(())
+    })?;
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i * 5 + prev) as u8),
+        "{len} bytes from rank {prev}"
+    );
+    Ok(())
+}
+
+/// MPI has one buffer per process, which each rank's `attach_buffer` and
+/// `detach_buffer` resize: a rank's `bsend`s within its own buffer go through
+/// while another rank of its process attaches and detaches, again and again.
+/// Thread 0 of each process resizes; the other threads `bsend` to their thread
+/// of the next process, which receives them.
+fn bsends_go_through_while_another_rank_resizes_the_buffer(comm: &Comm) -> courier::Result<()> {
+    let (n, me) = (comm.size(), comm.rank());
+    let t = n / comm.processes();
+    if t < 2 {
+        return Ok(());
+    }
+    let (next, prev) = ((me + t) % n, (me + n - t) % n);
+    const ROUNDS: u64 = 2000;
+    static SENDING: AtomicUsize = AtomicUsize::new(0);
+    if me % t == 0 {
+        // Until this process's other ranks are done (they check in below).
+        while SENDING.load(Ordering::SeqCst) < t - 1 {
+            comm.attach_buffer(4096)?;
+            comm.detach_buffer()?;
+        }
+        SENDING.store(0, Ordering::SeqCst); // for the next layout's run
+    } else {
+        // Above the eager limit: Open MPI sends small buffered messages at
+        // once, without the buffer. A rank of the ring is at most P - 1
+        // rounds ahead of the next, so at most P of its messages are
+        // undelivered at once.
+        const WORDS: usize = 2048;
+        comm.attach_buffer(comm.processes() * (8 * WORDS + courier::BSEND_OVERHEAD))?;
+        let mut out = vec![me as u64; WORDS];
+        let mut got = vec![u64::MAX; WORDS];
+        for i in 0..ROUNDS {
+            out[1] = i;
+            comm.scope(|s| {
+                let r = s.irecv(&mut got, prev, 4)?;
+                comm.bsend(&out, next, 4)?;
+                r.wait()
+            })?;
+            assert_eq!((got[0], got[1]), (prev as u64, i));
+        }
+        comm.detach_buffer()?;
+        SENDING.fetch_add(1, Ordering::SeqCst);
+    }
+    comm.barrier()
 }
 
 /// A CLI check's result: `Ok` when `good`, else the run's exit status and output.

@@ -259,7 +259,8 @@ impl Comm {
                 // SAFETY: `out` is borrowed until this function returns, which
                 // is not before the request has completed (below), but when a
                 // rank of this process failed: the job is then ending.
-                pending = unsafe { mpi.isend(from, peer.world, &env, out, SendMode::Standard)? };
+                let standard = SendMode::Standard; // never waits for the buffer
+                pending = unsafe { mpi.isend(from, peer.world, &env, out, standard, || Ok(()))? };
                 Ok(())
             });
             let status = self.recv_with(pat, recv, &mut start);
@@ -398,7 +399,7 @@ impl Comm {
     pub fn attach_buffer(&self, bytes: usize) -> Result<()> {
         self.world.bsend[self.me()].attach(bytes)?;
         match &self.world.mpi {
-            Some(mpi) => mpi.resize_bsend(self.world_rank(), bytes),
+            Some(mpi) => mpi.resize_bsend(self.world_rank(), bytes, || self.keep_progressing()),
             None => Ok(()),
         }
     }
@@ -410,7 +411,7 @@ impl Comm {
         // for this rank to match its own synchronous send.
         let size = self.world.bsend[self.me()].detach(&self.world.live, || self.progress())?;
         if let Some(mpi) = &self.world.mpi {
-            mpi.resize_bsend(self.world_rank(), 0)?;
+            mpi.resize_bsend(self.world_rank(), 0, || self.keep_progressing())?;
         }
         Ok(size)
     }
@@ -662,6 +663,16 @@ impl Comm {
                 ));
             }
         }
+    }
+
+    /// One turn of a wait on another thread (MPI's buffer detaching, or
+    /// another rank of this process resizing it): progress on both transports, then the core
+    /// is yielded to that thread; `Err` once a rank of this process has failed.
+    pub(crate) fn keep_progressing(&self) -> Result<()> {
+        self.world.live.check()?;
+        self.progress();
+        std::thread::yield_now();
+        Ok(())
     }
 
     /// Cluster mode's wait: polls `poll` and drives progress on both transports

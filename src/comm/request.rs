@@ -255,7 +255,11 @@ impl<'s, 'env> Scope<'s, 'env> {
             let (mpi, from) = (comm.mpi(), comm.world_rank());
             // SAFETY: as below; the scope's end waits for the request it
             // keeps in its list.
-            let state = match unsafe { mpi.isend(from, peer.world, &env, bytes, send_mode)? } {
+            let state = match unsafe {
+                mpi.isend(from, peer.world, &env, bytes, send_mode, || {
+                    comm.keep_progressing()
+                })?
+            } {
                 None => State::Complete(Ok(status)),
                 Some(req) => {
                     let mut outstanding = self.outstanding.borrow_mut();

@@ -72,6 +72,7 @@ impl Mpi {
         _: &Envelope,
         _: &[u8],
         _: SendMode,
+        _: impl FnMut() -> Result<()>,
     ) -> Result<Option<SendRequest>> {
         match *self {}
     }
@@ -141,7 +142,7 @@ impl Mpi {
     ) -> Result<Option<(Envelope, Vec<u8>)>> {
         match *self {}
     }
-    pub fn resize_bsend(&self, _: usize, _: usize) -> Result<()> {
+    pub fn resize_bsend(&self, _: usize, _: usize, _: impl FnMut() -> Result<()>) -> Result<()> {
         match *self {}
     }
 }

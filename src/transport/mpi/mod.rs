@@ -82,7 +82,7 @@ mod registry;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, TryLockError};
 
 use crossbeam_utils::CachePadded;
 use mpi::ffi;
@@ -313,7 +313,7 @@ pub(crate) struct Mpi {
     /// pulled to its core.
     next_pending: Box<[CachePadded<AtomicU64>]>,
     /// The process's MPI buffer for `MPI_Bsend`: the sum of the ranks' buffers.
-    bsend: Mutex<(Vec<u8>, Vec<usize>)>,
+    bsend: RwLock<(Vec<u8>, Vec<usize>)>,
     /// Where each thread's posted receives land (reserved on first use).
     scratch: Box<[Mutex<Option<Scratch>>]>,
     /// Ready-send offers between the processes of this node.
@@ -363,7 +363,7 @@ impl Mpi {
             next_pending: (0..threads)
                 .map(|_| CachePadded::new(AtomicU64::new(1)))
                 .collect(),
-            bsend: Mutex::new((Vec::new(), vec![0; threads])),
+            bsend: RwLock::new((Vec::new(), vec![0; threads])),
             scratch: (0..threads).map(|_| Mutex::default()).collect(),
             // Without shared memory between processes, ready sends keep the
             // handshake: an MPI library that cannot share is no reason to fail.
@@ -544,6 +544,10 @@ impl Mpi {
         mut poll_failure: impl FnMut() -> Result<()>,
     ) -> Result<()> {
         if let SendMode::Buffered = mode {
+            let _attached = self.attached(|| {
+                poll_failure()?;
+                self.progress(shm, from)
+            })?;
             let (comm, dest) = self.route(env.ctx, from, to);
             let n = count(data.len())?;
             let buf = data.as_ptr() as *const c_void;
@@ -569,7 +573,9 @@ impl Mpi {
     /// when it completed at once (an eager send usually has: it is tested
     /// once); otherwise its request, which only its owner tests (see
     /// [`SendRequest`]). A synchronous send is not tested: it cannot be done
-    /// before its receiver has matched it and answered.
+    /// before its receiver has matched it and answered. `progress` is called
+    /// while a buffered send waits for another rank's resize of the process's
+    /// buffer ([`attached`](Self::attached)).
     ///
     /// # Safety
     /// `data` must stay valid until the request has completed.
@@ -580,11 +586,17 @@ impl Mpi {
         env: &Envelope,
         data: &[u8],
         mode: SendMode,
+        progress: impl FnMut() -> Result<()>,
     ) -> Result<Option<SendRequest>> {
+        let attached = match mode {
+            SendMode::Buffered => Some(self.attached(progress)?),
+            _ => None,
+        };
         // SAFETY: passed on to the caller.
         let mut req = SendRequest(MpiRequest(Handle(unsafe {
             self.start(from, to, env, data, mode)?
         })));
+        drop(attached); // MPI_Ibsend has copied the message into the buffer
         if !matches!(mode, SendMode::Synchronous) && req.test()? {
             return Ok(None);
         }
@@ -1435,25 +1447,83 @@ impl Mpi {
         self.probe_lanes(t, pat, senders, how)
     }
 
+    /// Keeps the process's MPI buffer attached while a buffered send hands it
+    /// a message: MPI has one buffer per process, which any rank's
+    /// `attach_buffer` resizes by detaching it and attaching a new one, and an
+    /// `MPI_Bsend` in between fails (`MPI_ERR_BUFFER`, seen under `mpirun`
+    /// with one thread resizing while another sent 16 KiB messages). Waiting
+    /// for a resize keeps calling `progress`.
+    fn attached(
+        &self,
+        mut progress: impl FnMut() -> Result<()>,
+    ) -> Result<RwLockReadGuard<'_, (Vec<u8>, Vec<usize>)>> {
+        loop {
+            match self.bsend.try_read() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
+                Err(TryLockError::WouldBlock) => progress()?,
+            }
+        }
+    }
+
     /// Attaches `bytes` more (or fewer) for thread `t` to the process's MPI buffer
     /// for `MPI_Bsend`: the process buffer is the sum of its ranks' buffers.
-    /// Detaching the old one waits until MPI has delivered what it holds.
-    pub fn resize_bsend(&self, me: usize, bytes: usize) -> Result<()> {
-        let mut guard = self.bsend.lock().unwrap_or_else(|e| e.into_inner());
+    /// Detaching the old one waits until MPI has delivered what it holds, and
+    /// delivering a large message takes its receiver's match, which a courier
+    /// receive makes from its own thread (see the module docs). So
+    /// `MPI_Buffer_detach` runs on a helper thread while this one keeps calling
+    /// `progress` (matching its own receives, answering ready-send queries):
+    /// two ranks that had posted their receives, `bsend` to each other and
+    /// then detach would otherwise deadlock, which MPI does not let them do.
+    /// Waiting for another thread's resize, or for its buffered sends to hand
+    /// their messages over ([`attached`](Self::attached)), also keeps
+    /// progressing.
+    /// `progress` failing (a failed rank of this process, whose abort is
+    /// ending the job) ends the wait with its error once the detach returns.
+    pub fn resize_bsend(
+        &self,
+        me: usize,
+        bytes: usize,
+        mut progress: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let mut guard = loop {
+            match self.bsend.try_write() {
+                Ok(guard) => break guard,
+                Err(TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(TryLockError::WouldBlock) => progress()?,
+            }
+        };
         let (buf, sizes) = &mut *guard;
         sizes[self.thread_of(me)] = bytes;
         let total: usize = sizes.iter().sum();
         if !buf.is_empty() {
-            let mut addr: *mut c_void = std::ptr::null_mut();
-            let mut size: c_int = 0;
-            // SAFETY: detaches the buffer attached below (MPI passes its address
-            // back through `addr`); waits until its messages are delivered.
-            check(
-                unsafe {
-                    ffi::MPI_Buffer_detach((&mut addr as *mut *mut c_void).cast(), &mut size)
-                },
-                "MPI_Buffer_detach",
-            )?;
+            let detached = std::thread::scope(|s| {
+                let helper = s.spawn(|| {
+                    let mut addr: *mut c_void = std::ptr::null_mut();
+                    let mut size: c_int = 0;
+                    // SAFETY: detaches the buffer attached below (MPI passes
+                    // its address back through `addr`); waits until its
+                    // messages are delivered. `buf` is not touched meanwhile.
+                    check(
+                        unsafe {
+                            ffi::MPI_Buffer_detach(
+                                (&mut addr as *mut *mut c_void).cast(),
+                                &mut size,
+                            )
+                        },
+                        "MPI_Buffer_detach",
+                    )
+                });
+                let mut failed = Ok(());
+                while failed.is_ok() && !helper.is_finished() {
+                    failed = progress();
+                }
+                let detached = helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                detached.and(failed)
+            });
+            detached?;
         }
         *buf = vec![0u8; total];
         if total > 0 {
