@@ -1766,6 +1766,14 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
     Ok(())
 }
 
+/// The ranks that are this rank's thread of the next and of the previous
+/// process (a ring over the processes).
+fn same_thread_of_next_and_previous_process(comm: &Comm) -> (usize, usize) {
+    let (n, me) = (comm.size(), comm.rank());
+    let t = n / comm.processes();
+    ((me + t) % n, (me + n - t) % n)
+}
+
 /// Every rank posts a receive, sends to its thread of the next process, all
 /// at once, and only then waits: legal MPI whatever the MPI's eager limit,
 /// since every send meets a posted receive. Under a 1 KiB limit (the job
@@ -1775,9 +1783,8 @@ fn sendrecv_ring(comm: &Comm) -> courier::Result<()> {
 /// Both kinds of registered receive: `ANY_SOURCE`, and one rank into a buffer
 /// too large to post on the lane.
 fn posted_receives_let_every_standard_send_through(comm: &Comm) -> courier::Result<()> {
-    let (n, me) = (comm.size(), comm.rank());
-    let t = n / comm.processes();
-    let (next, prev) = ((me + t) % n, (me + n - t) % n);
+    let me = comm.rank();
+    let (next, prev) = same_thread_of_next_and_previous_process(comm);
     let bytes_of =
         |from: usize, len: usize| -> Vec<u8> { (0..len).map(|i| (i * 7 + from) as u8).collect() };
     for len in [1000, 2000, 3000, 3840, 4000] {
@@ -1814,9 +1821,8 @@ fn posted_receives_let_every_standard_send_through(comm: &Comm) -> courier::Resu
 /// its rank from matching (a blocking `MPI_Buffer_detach`) would deadlock the
 /// ring on its rendezvous messages.
 fn a_detach_keeps_its_rank_receiving_until_delivered(comm: &Comm) -> courier::Result<()> {
-    let (n, me) = (comm.size(), comm.rank());
-    let t = n / comm.processes();
-    let (next, prev) = ((me + t) % n, (me + n - t) % n);
+    let me = comm.rank();
+    let (next, prev) = same_thread_of_next_and_previous_process(comm);
     let len = 256 * 1024;
     let out: Vec<u8> = (0..len).map(|i| (i * 5 + me) as u8).collect();
     let mut got = vec![0u8; len];
@@ -1848,7 +1854,7 @@ fn bsends_go_through_while_another_rank_resizes_the_buffer(comm: &Comm) -> couri
     if t < 2 {
         return Ok(());
     }
-    let (next, prev) = ((me + t) % n, (me + n - t) % n);
+    let (next, prev) = same_thread_of_next_and_previous_process(comm);
     const ROUNDS: u64 = 2000;
     static SENDING: AtomicUsize = AtomicUsize::new(0);
     if me % t == 0 {

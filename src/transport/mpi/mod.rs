@@ -1455,15 +1455,9 @@ impl Mpi {
     /// for a resize keeps calling `progress`.
     fn attached(
         &self,
-        mut progress: impl FnMut() -> Result<()>,
+        progress: impl FnMut() -> Result<()>,
     ) -> Result<RwLockReadGuard<'_, (Vec<u8>, Vec<usize>)>> {
-        loop {
-            match self.bsend.try_read() {
-                Ok(guard) => return Ok(guard),
-                Err(TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
-                Err(TryLockError::WouldBlock) => progress()?,
-            }
-        }
+        lock_progressing(|| self.bsend.try_read(), progress)
     }
 
     /// Attaches `bytes` more (or fewer) for thread `t` to the process's MPI buffer
@@ -1486,13 +1480,7 @@ impl Mpi {
         bytes: usize,
         mut progress: impl FnMut() -> Result<()>,
     ) -> Result<()> {
-        let mut guard = loop {
-            match self.bsend.try_write() {
-                Ok(guard) => break guard,
-                Err(TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(TryLockError::WouldBlock) => progress()?,
-            }
-        };
+        let mut guard = lock_progressing(|| self.bsend.try_write(), &mut progress)?;
         let (buf, sizes) = &mut *guard;
         sizes[self.thread_of(me)] = bytes;
         let total: usize = sizes.iter().sum();
@@ -1535,6 +1523,21 @@ impl Mpi {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Takes a lock through `try_lock`, calling `progress` while another thread
+/// holds it (a poisoned lock is taken as it is).
+fn lock_progressing<G>(
+    mut try_lock: impl FnMut() -> std::sync::TryLockResult<G>,
+    mut progress: impl FnMut() -> Result<()>,
+) -> Result<G> {
+    loop {
+        match try_lock() {
+            Ok(guard) => return Ok(guard),
+            Err(TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
+            Err(TryLockError::WouldBlock) => progress()?,
+        }
     }
 }
 
