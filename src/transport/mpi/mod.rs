@@ -74,6 +74,7 @@
 //! handshake and offers; [`offers`] the node-shared offer slots; [`contexts`]
 //! the table of each courier context's lanes.
 
+mod buffer;
 mod contexts;
 mod offers;
 mod ready;
@@ -82,11 +83,12 @@ mod registry;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, TryLockError};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_utils::CachePadded;
 use mpi::ffi;
 
+use self::buffer::ProcessBuffer;
 use self::offers::Board;
 use self::ready::{ReadyState, Settled, MARKER_TAG};
 use self::registry::{finish, take, Done, LanePool, Pending, Registry, Senders, LANE_RECV_MAX};
@@ -313,7 +315,7 @@ pub(crate) struct Mpi {
     /// pulled to its core.
     next_pending: Box<[CachePadded<AtomicU64>]>,
     /// The process's MPI buffer for `MPI_Bsend`: the sum of the ranks' buffers.
-    bsend: RwLock<(Vec<u8>, Vec<usize>)>,
+    bsend: ProcessBuffer,
     /// Where each thread's posted receives land (reserved on first use).
     scratch: Box<[Mutex<Option<Scratch>>]>,
     /// Ready-send offers between the processes of this node.
@@ -363,7 +365,7 @@ impl Mpi {
             next_pending: (0..threads)
                 .map(|_| CachePadded::new(AtomicU64::new(1)))
                 .collect(),
-            bsend: RwLock::new((Vec::new(), vec![0; threads])),
+            bsend: ProcessBuffer::new(threads),
             scratch: (0..threads).map(|_| Mutex::default()).collect(),
             // Without shared memory between processes, ready sends keep the
             // handshake: an MPI library that cannot share is no reason to fail.
@@ -544,7 +546,7 @@ impl Mpi {
         mut poll_failure: impl FnMut() -> Result<()>,
     ) -> Result<()> {
         if let SendMode::Buffered = mode {
-            let _attached = self.attached(|| {
+            let _attached = self.bsend.attached(|| {
                 poll_failure()?;
                 self.progress(shm, from)
             })?;
@@ -575,7 +577,7 @@ impl Mpi {
     /// [`SendRequest`]). A synchronous send is not tested: it cannot be done
     /// before its receiver has matched it and answered. `progress` is called
     /// while a buffered send waits for another rank's resize of the process's
-    /// buffer ([`attached`](Self::attached)).
+    /// buffer ([`ProcessBuffer::attached`]).
     ///
     /// # Safety
     /// `data` must stay valid until the request has completed.
@@ -589,7 +591,7 @@ impl Mpi {
         progress: impl FnMut() -> Result<()>,
     ) -> Result<Option<SendRequest>> {
         let attached = match mode {
-            SendMode::Buffered => Some(self.attached(progress)?),
+            SendMode::Buffered => Some(self.bsend.attached(progress)?),
             _ => None,
         };
         // SAFETY: passed on to the caller.
@@ -1447,97 +1449,16 @@ impl Mpi {
         self.probe_lanes(t, pat, senders, how)
     }
 
-    /// Keeps the process's MPI buffer attached while a buffered send hands it
-    /// a message: MPI has one buffer per process, which any rank's
-    /// `attach_buffer` resizes by detaching it and attaching a new one, and an
-    /// `MPI_Bsend` in between fails (`MPI_ERR_BUFFER`, seen under `mpirun`
-    /// with one thread resizing while another sent 16 KiB messages). Waiting
-    /// for a resize keeps calling `progress`.
-    fn attached(
-        &self,
-        progress: impl FnMut() -> Result<()>,
-    ) -> Result<RwLockReadGuard<'_, (Vec<u8>, Vec<usize>)>> {
-        lock_progressing(|| self.bsend.try_read(), progress)
-    }
-
-    /// Attaches `bytes` more (or fewer) for thread `t` to the process's MPI buffer
-    /// for `MPI_Bsend`: the process buffer is the sum of its ranks' buffers.
-    /// Detaching the old one waits until MPI has delivered what it holds, and
-    /// delivering a large message takes its receiver's match, which a courier
-    /// receive makes from its own thread (see the module docs). So
-    /// `MPI_Buffer_detach` runs on a helper thread while this one keeps calling
-    /// `progress` (matching its own receives, answering ready-send queries):
-    /// two ranks that had posted their receives, `bsend` to each other and
-    /// then detach would otherwise deadlock, which MPI does not let them do.
-    /// Waiting for another thread's resize, or for its buffered sends to hand
-    /// their messages over ([`attached`](Self::attached)), also keeps
-    /// progressing.
-    /// `progress` failing (a failed rank of this process, whose abort is
-    /// ending the job) ends the wait with its error once the detach returns.
+    /// Attaches `bytes` more (or fewer) for world rank `me` to the process's
+    /// MPI buffer for `MPI_Bsend` (see [`buffer`]), calling `progress` while
+    /// it waits.
     pub fn resize_bsend(
         &self,
         me: usize,
         bytes: usize,
-        mut progress: impl FnMut() -> Result<()>,
+        progress: impl FnMut() -> Result<()>,
     ) -> Result<()> {
-        let mut guard = lock_progressing(|| self.bsend.try_write(), &mut progress)?;
-        let (buf, sizes) = &mut *guard;
-        sizes[self.thread_of(me)] = bytes;
-        let total: usize = sizes.iter().sum();
-        if !buf.is_empty() {
-            let detached = std::thread::scope(|s| {
-                let helper = s.spawn(|| {
-                    let mut addr: *mut c_void = std::ptr::null_mut();
-                    let mut size: c_int = 0;
-                    // SAFETY: detaches the buffer attached below (MPI passes
-                    // its address back through `addr`); waits until its
-                    // messages are delivered. `buf` is not touched meanwhile.
-                    check(
-                        unsafe {
-                            ffi::MPI_Buffer_detach(
-                                (&mut addr as *mut *mut c_void).cast(),
-                                &mut size,
-                            )
-                        },
-                        "MPI_Buffer_detach",
-                    )
-                });
-                let mut failed = Ok(());
-                while failed.is_ok() && !helper.is_finished() {
-                    failed = progress();
-                }
-                let detached = helper
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                detached.and(failed)
-            });
-            detached?;
-        }
-        *buf = vec![0u8; total];
-        if total > 0 {
-            // SAFETY: `buf` lives in this struct (the process's transport) and is
-            // only replaced after MPI_Buffer_detach above.
-            check(
-                unsafe { ffi::MPI_Buffer_attach(buf.as_mut_ptr().cast(), count(total)?) },
-                "MPI_Buffer_attach",
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// Takes a lock through `try_lock`, calling `progress` while another thread
-/// holds it (a poisoned lock is taken as it is).
-fn lock_progressing<G>(
-    mut try_lock: impl FnMut() -> std::sync::TryLockResult<G>,
-    mut progress: impl FnMut() -> Result<()>,
-) -> Result<G> {
-    loop {
-        match try_lock() {
-            Ok(guard) => return Ok(guard),
-            Err(TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
-            Err(TryLockError::WouldBlock) => progress()?,
-        }
+        self.bsend.resize(self.thread_of(me), bytes, progress)
     }
 }
 
