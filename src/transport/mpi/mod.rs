@@ -110,6 +110,20 @@ unsafe impl<T> Sync for Handle<T> {}
 
 type Comm = Handle<ffi::MPI_Comm>;
 
+/// `MPI_Get_library_version`'s string without its build details: Open MPI's
+/// is one line; MPICH's goes on, after its version, date, ABI and device,
+/// with its whole configure line and compiler flags (2 KiB), which `courier
+/// info` does not need. Its lines are joined with "; ".
+fn library_summary(full: &str) -> String {
+    full.trim_end_matches(['\0', '\n', ' '])
+        .lines()
+        .take_while(|l| !l.contains("configure"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Turns an MPI return code into a courier error carrying MPI's error string.
 #[inline]
 fn check(code: c_int, call: &'static str) -> Result<()> {
@@ -199,10 +213,7 @@ fn init() -> Result<&'static Library> {
                     _ => "MPI_THREAD_SINGLE",
                 }
             };
-            let version = mpi::environment::library_version()
-                .unwrap_or_default()
-                .trim_end_matches(['\0', '\n', ' '])
-                .to_string();
+            let version = library_summary(&mpi::environment::library_version().unwrap_or_default());
             let mut ub: *mut c_int = std::ptr::null_mut();
             let mut found: c_int = 0;
             // SAFETY: MPI_TAG_UB is a predefined attribute of MPI_COMM_WORLD whose
@@ -1863,5 +1874,29 @@ struct Probe<'a> {
 fn tally(counter: Option<&AtomicU64>) {
     if let Some(c) = counter {
         c.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::library_summary;
+
+    #[test]
+    fn library_summary_keeps_the_version_and_drops_the_build_details() {
+        let mpich = "MPICH Version:\t4.0.2\nMPICH Release date:\tThu Apr  7 2022\n\
+                     MPICH ABI:\t14:2:2\nMPICH Device:\tch4:ucx\n\
+                     MPICH configure:\t--build=x86_64-linux-gnu --prefix=/usr\n\
+                     MPICH CC:\tgcc -O2\n\0";
+        assert_eq!(
+            library_summary(mpich),
+            "MPICH Version: 4.0.2; MPICH Release date: Thu Apr 7 2022; \
+             MPICH ABI: 14:2:2; MPICH Device: ch4:ucx"
+        );
+        let open_mpi = "Open MPI v4.1.4, package: Debian OpenMPI, ident: 4.1.4, \
+                        repo rev: v4.1.4, May 26, 2022\0";
+        assert_eq!(
+            library_summary(open_mpi),
+            "Open MPI v4.1.4, package: Debian OpenMPI, ident: 4.1.4, repo rev: v4.1.4, May 26, 2022"
+        );
     }
 }
