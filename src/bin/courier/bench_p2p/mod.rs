@@ -8,10 +8,11 @@
 //! message through a claimed one-line slot per direction (the floor of a
 //! fastbox-like slot),
 //! `memcpy` of the same size (the single-copy limit) and a bare crossbeam
-//! channel; Open MPI itself (raw rsmpi calls: `MPI_Send`, `MPI_Bsend`,
+//! channel; MPI itself (raw rsmpi calls: `MPI_Send`, `MPI_Bsend`,
 //! `MPI_Ssend`, `MPI_Rsend` ping-pongs and an `MPI_Isend` window) — under
-//! mpirun between the pair's processes, embedded from an `mpirun -n 2` child
-//! started before the shared-memory runs.
+//! mpirun between the pair's processes, embedded from a 2-process child job
+//! (Open MPI's `mpirun`, or MPICH's `mpiexec` for an MPICH build) started
+//! before the shared-memory runs.
 //!
 //! Pairs: embedded, ranks 0 and 1 (`shm`), on cores chosen by `--pair`. Under
 //! mpirun with P processes × T threads, rank 0 and rank T — thread 0 of
@@ -96,8 +97,8 @@ pub struct P2pArgs {
     /// Short run for CI: few samples, small batches
     #[arg(long)]
     quick: bool,
-    /// Embedded: measure Open MPI's own latency and bandwidth from an `mpirun -n 2`
-    /// child in the same run (`auto`: when mpirun is found), or not (`off`)
+    /// Embedded: measure MPI's own latency and bandwidth from an `mpirun -n 2`
+    /// child in the same run (`auto`: when the MPI's launcher is found), or not (`off`)
     #[arg(long, default_value = "auto")]
     mpi_baseline: String,
     /// Under mpirun: only the raw-MPI baselines (what the embedded run's child does)

@@ -1,6 +1,7 @@
-//! Open MPI's own figures for an embedded run: an `mpirun -n 2` child (one
-//! process per core, bound) runs only the raw rsmpi baselines before the
-//! shared-memory measurements start, and reports them as JSON.
+//! MPI's own figures for an embedded run: a 2-process child job of the MPI
+//! this binary is linked to (Open MPI's `mpirun`, or MPICH's Hydra
+//! `mpiexec`; one process per core, bound) runs only the raw rsmpi baselines
+//! before the shared-memory measurements start, and reports them as JSON.
 
 use super::{P2pArgs, Record};
 
@@ -17,8 +18,10 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
              with its job step; start 2 processes for MPI figures"
         ));
     }
-    let mpirun = ["mpirun", "mpiexec"]
-        .into_iter()
+    let (launchers, bind) = launchers();
+    let mpirun = launchers
+        .iter()
+        .copied()
         .find(|m| {
             Command::new(m)
                 .arg("--version")
@@ -27,7 +30,7 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
                 .status()
                 .is_ok_and(|s| s.success())
         })
-        .ok_or("no mpirun or mpiexec on PATH")?;
+        .ok_or_else(|| format!("none of {} on PATH", launchers.join(", ")))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let tmp = std::env::temp_dir();
     let json = tmp.join(format!("courier-mpi-baseline-{}.json", std::process::id()));
@@ -43,7 +46,7 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
         .collect::<Vec<_>>()
         .join(",");
     let mut cmd = Command::new(mpirun);
-    cmd.args(["-n", "2", "--bind-to", "core"])
+    cmd.args(["-n", "2", bind, "core"])
         .arg(exe)
         .args([
             "bench",
@@ -100,6 +103,21 @@ pub(crate) fn measure(args: &P2pArgs, samples: usize) -> Result<Vec<Record>, Str
     serde_json::from_value::<Vec<Record>>(report["baselines"].clone())
         .map(|b| b.into_iter().filter(|r| r.transport == "mpi-raw").collect())
         .map_err(|e| e.to_string())
+}
+
+/// The launchers to try for a child job of the MPI this binary is linked to,
+/// in order, and their option binding processes (`core` follows it). The
+/// library says which it is (`MPI_Get_library_version` may be called before
+/// `MPI_Init`): an MPICH build started by Open MPI's `mpirun` runs as
+/// unrelated singletons, and the other way round too.
+#[cfg(feature = "mpi")]
+fn launchers() -> (&'static [&'static str], &'static str) {
+    let library = mpi::environment::library_version().unwrap_or_default();
+    if library.starts_with("MPICH") {
+        (&["mpiexec.mpich", "mpiexec.hydra", "mpiexec"], "-bind-to")
+    } else {
+        (&["mpirun", "mpiexec"], "--bind-to")
+    }
 }
 
 #[cfg(not(feature = "mpi"))]
