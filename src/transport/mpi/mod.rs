@@ -573,7 +573,7 @@ impl Mpi {
         // request complete (an error return means the job is aborting).
         let mut req = MpiRequest(Handle(unsafe { self.start(from, to, env, data, mode)? }));
         let mut pace = Pace::default();
-        while req.test_status()?.is_none() {
+        while !req.test()? {
             if pace.due() {
                 poll_failure()?;
                 self.progress(shm, from)?;
@@ -691,7 +691,7 @@ impl Mpi {
     /// Tests a fresh request once; if still in flight, hands it to `progress`.
     fn track(&self, from: usize, req: ffi::MPI_Request) -> Result<SendOutcome> {
         let mut req = MpiRequest(Handle(req));
-        if req.test_status()?.is_some() {
+        if req.test()? {
             return Ok(SendOutcome::Done);
         }
         let done = Completion::shared();
@@ -1787,22 +1787,22 @@ pub(crate) struct SendRequest(MpiRequest);
 impl SendRequest {
     /// Whether the send has completed (MPI then frees the request).
     pub fn test(&mut self) -> Result<bool> {
-        Ok(self.0.test_status()?.is_some())
+        self.0.test()
     }
 }
 
 /// A nonblocking send and the completion its request owner waits on.
 type SendInFlight = (MpiRequest, Arc<Completion>);
 
-/// A nonblocking MPI send (or ready receive) in flight.
+/// A nonblocking MPI send in flight.
 struct MpiRequest(Handle<ffi::MPI_Request>);
 
 impl MpiRequest {
     /// Tests a tracked send; once it is done, completes its waiter and says so.
     fn settle(&mut self, done: &Completion) -> bool {
-        match self.test_status() {
-            Ok(None) => false,
-            Ok(Some(_)) => {
+        match self.test() {
+            Ok(false) => false,
+            Ok(true) => {
                 done.complete(Ok(Status::default()));
                 true
             }
@@ -1813,8 +1813,17 @@ impl MpiRequest {
         }
     }
 
-    fn test_status(&mut self) -> Result<Option<Arrived>> {
-        test_request(&mut self.0 .0)
+    /// Whether the send has completed. Without a status: a send's says
+    /// nothing, and asking `MPI_Get_count` for it cost about 80 instructions
+    /// per send under MPICH.
+    fn test(&mut self) -> Result<bool> {
+        let mut flag: c_int = 0;
+        // SAFETY: the request is valid or null; MPI writes no status.
+        check(
+            unsafe { ffi::MPI_Test(&mut self.0 .0, &mut flag, ffi::RSMPI_STATUS_IGNORE) },
+            "MPI_Test",
+        )?;
+        Ok(flag != 0)
     }
 }
 
