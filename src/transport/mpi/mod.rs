@@ -1827,9 +1827,10 @@ impl MpiRequest {
     }
 }
 
-/// `MPI_Test` of `req`: what arrived, once it has completed (MPI then sets
-/// `req` to the null request).
-fn test_request(req: &mut ffi::MPI_Request) -> Result<Option<Arrived>> {
+/// `MPI_Test` of receive `req`: what arrived, once it has completed (MPI then
+/// sets `req` to the null request). `arrival` runs first, the moment the test
+/// finds it complete.
+fn test_request(req: &mut ffi::MPI_Request, arrival: impl FnOnce()) -> Result<Option<Arrived>> {
     let mut flag: c_int = 0;
     // SAFETY: zeroed status out-parameter; the request is valid or null.
     let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
@@ -1837,7 +1838,10 @@ fn test_request(req: &mut ffi::MPI_Request) -> Result<Option<Arrived>> {
         unsafe { ffi::MPI_Test(req, &mut flag, &mut st) },
         "MPI_Test",
     )?;
-    Ok((flag != 0).then(|| arrived(&st)))
+    Ok((flag != 0).then(|| {
+        arrival();
+        arrived(&st)
+    }))
 }
 
 /// Fills the first receive of thread `t` from index `from` on that accepts a
