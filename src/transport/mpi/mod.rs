@@ -91,7 +91,9 @@ use mpi::ffi;
 use self::buffer::ProcessBuffer;
 use self::offers::Board;
 use self::ready::{ReadyState, Settled, MARKER_TAG};
-use self::registry::{finish, take, Done, LanePool, Pending, Registry, Senders, LANE_RECV_MAX};
+use self::registry::{
+    finish, take, Done, LanePool, Pending, Registry, RegistryLock, Senders, LANE_RECV_MAX,
+};
 use crate::matching::{Envelope, Pattern};
 use crate::sync::Completion;
 use crate::transport::mpi_count as count;
@@ -314,7 +316,7 @@ pub(crate) struct Mpi {
     control: Comm,
     /// Ready sends, each into an `MPI_Irecv` posted for it (tag = id).
     ready: Comm,
-    pending: Box<[Mutex<Registry>]>,
+    pending: Box<[RegistryLock]>,
     /// Ready-send queries and markers, per thread.
     ready_state: Box<[Mutex<ReadyState>]>,
     /// Ready sends in flight (`MPI_Irsend`), per thread; the other nonblocking
@@ -369,7 +371,7 @@ impl Mpi {
             contexts: contexts::Table::default(),
             control: dup(world)?,
             ready: dup(world)?,
-            pending: (0..threads).map(|_| Mutex::default()).collect(),
+            pending: (0..threads).map(|_| RegistryLock::default()).collect(),
             sends: (0..threads).map(|_| Mutex::default()).collect(),
             ready_state: (0..threads).map(|_| Mutex::default()).collect(),
             next_id: AtomicI32::new(0),
@@ -720,7 +722,7 @@ impl Mpi {
     ) -> u64 {
         let t = self.thread_of(me);
         let senders = Senders::of(&pat, group, self, || rank_of.clone());
-        let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        let mut registry = self.pending[t].lock();
         registry.enlist_solo();
         // Written only under the registry lock: no read-modify-write needed.
         let id = self.next_pending[t].load(Relaxed);
@@ -788,7 +790,7 @@ impl Mpi {
         let t = self.thread_of(me);
         let Some(r) = pat.source else { return Ok(None) };
         {
-            let registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+            let registry = self.pending[t].lock();
             if registry.solo_live || !registry.receives.is_empty() {
                 return Ok(None);
             }
@@ -901,9 +903,7 @@ impl Mpi {
     /// Withdraws a registered receive that nothing has matched; `false` if it has
     /// been (or is being) filled.
     pub fn cancel(&self, me: usize, id: u64) -> Result<bool> {
-        let mut pending = self.pending[self.thread_of(me)]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending[self.thread_of(me)].lock();
         pending.enlist_solo();
         let Some(i) = pending.receives.iter().position(|p| p.id == id) else {
             return Ok(false);
@@ -954,7 +954,7 @@ impl Mpi {
         let mut sends = self.sends[t].lock().unwrap_or_else(|e| e.into_inner());
         sends.retain_mut(|(req, done)| !req.settle(done));
         drop(sends);
-        let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        let mut registry = self.pending[t].lock();
         if registry.solo_live && !registry.solo.done.is_done() {
             // Settled where it is: completed into its kept outcome, or left
             // offered; a withdrawn offer makes it a plain receive, for the
@@ -1090,7 +1090,7 @@ impl Mpi {
     /// can fill it.
     pub fn test_posted(&self, me: usize, id: u64, tries: u32) -> Result<Option<Result<Status>>> {
         let t = self.thread_of(me);
-        let Ok(mut registry) = self.pending[t].try_lock() else {
+        let Some(mut registry) = self.pending[t].try_lock() else {
             return Ok(None);
         };
         if registry.solo_live {
@@ -1186,9 +1186,7 @@ impl Mpi {
     /// `Some(None)` while it waits, `Some(Some(outcome))` once complete (it
     /// then leaves the registry).
     pub fn take_outcome(&self, me: usize, id: u64) -> Option<Option<Result<Status>>> {
-        let mut registry = self.pending[self.thread_of(me)]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut registry = self.pending[self.thread_of(me)].lock();
         if registry.solo_live && registry.solo.id == id {
             return Some(registry.take_solo_outcome());
         }
@@ -1440,7 +1438,7 @@ impl Mpi {
         claim: bool,
     ) -> Result<Option<(Option<Message>, Envelope, Arrived)>> {
         let t = self.thread_of(me);
-        let mut registry = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        let mut registry = self.pending[t].lock();
         registry.enlist_solo();
         let Registry {
             receives, unfilled, ..

@@ -739,7 +739,7 @@ impl Mpi {
             lanes.ready_used[i].store(true, Relaxed);
             self.offers_wanted[t].store(true, Relaxed);
         }
-        let mut pending = self.pending[t].lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending[t].lock();
         pending.enlist_solo();
         let Registry { receives, pool, .. } = &mut *pending;
         let mut candidates = receives.iter_mut().filter(|p| {
