@@ -1825,23 +1825,6 @@ impl MpiRequest {
     }
 }
 
-/// `MPI_Test` of receive `req`: what arrived, once it has completed (MPI then
-/// sets `req` to the null request). `arrival` runs first, the moment the test
-/// finds it complete.
-fn test_request(req: &mut ffi::MPI_Request, arrival: impl FnOnce()) -> Result<Option<Arrived>> {
-    let mut flag: c_int = 0;
-    // SAFETY: zeroed status out-parameter; the request is valid or null.
-    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-    check(
-        unsafe { ffi::MPI_Test(req, &mut flag, &mut st) },
-        "MPI_Test",
-    )?;
-    Ok((flag != 0).then(|| {
-        arrival();
-        arrived(&st)
-    }))
-}
-
 /// Fills the first receive of thread `t` from index `from` on that accepts a
 /// message claimed for an earlier one (which shared memory filled meanwhile):
 /// its index, and its outcome. Those receives were all posted after that

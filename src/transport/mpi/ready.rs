@@ -12,8 +12,8 @@ use mpi::ffi;
 use super::offers::{self, Offer};
 use super::registry::{Pending, Registry, Reserve, Reserves, Senders, RESERVE_BYTES};
 use super::{
-    byte, cancel_recv, check, claim_marker, count, improbe, iprobe, irecv, mrecv_raw, send_small,
-    tally, test_request, Arrived, Comm, Handle, Lanes, Mpi, Remote,
+    arrived, byte, cancel_recv, check, claim_marker, count, improbe, iprobe, irecv, mrecv_raw,
+    send_small, tally, Arrived, Comm, Handle, Lanes, Mpi, Remote,
 };
 use crate::matching::{Envelope, Pattern};
 use crate::transport::shm::{RecvBuf, SendOutcome, Shm};
@@ -802,4 +802,21 @@ impl Mpi {
         p.pat.tag = Some(tag);
         Ok(true)
     }
+}
+
+/// `MPI_Test` of receive `req`: what arrived, once it has completed (MPI then
+/// sets `req` to the null request). `arrival` runs first, the moment the test
+/// finds it complete.
+fn test_request(req: &mut ffi::MPI_Request, arrival: impl FnOnce()) -> Result<Option<Arrived>> {
+    let mut flag: c_int = 0;
+    // SAFETY: zeroed status out-parameter; the request is valid or null.
+    let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+    check(
+        unsafe { ffi::MPI_Test(req, &mut flag, &mut st) },
+        "MPI_Test",
+    )?;
+    Ok((flag != 0).then(|| {
+        arrival();
+        arrived(&st)
+    }))
 }
