@@ -208,7 +208,7 @@ impl<'s, 'env> Scope<'s, 'env> {
             // came 0.004 to 0.008 µs closer to raw `MPI_Rsend`, level with
             // `rsend` (`courier bench p2p`, three sets of 50 to 70 runs
             // alternated with the build before, cores as siblings).
-            return self.irsend_remote(peer, tag, bytes);
+            return self.irsend_remote(comm.ctx, peer, tag, bytes);
         }
         self.isend_on(comm.ctx, bytes, dest, tag, Mode::Ready)
     }
@@ -216,9 +216,15 @@ impl<'s, 'env> Scope<'s, 'env> {
     /// [`irsend`](Self::irsend) to a rank in another process: `MPI_Irsend`
     /// into an offered receive, or after the handshake (see the MPI transport).
     #[inline]
-    fn irsend_remote(&'s self, peer: Peer, tag: i32, bytes: &'s [u8]) -> Result<Request<'s>> {
+    fn irsend_remote(
+        &'s self,
+        ctx: u32,
+        peer: Peer,
+        tag: i32,
+        bytes: &'s [u8],
+    ) -> Result<Request<'s>> {
         let comm = self.comm;
-        let env = comm.envelope(comm.ctx, tag);
+        let env = comm.envelope(ctx, tag);
         let (mpi, from) = (comm.mpi(), comm.world_rank());
         // SAFETY: `bytes` is borrowed for the whole scope, and the scope does
         // not end before this send has completed (`settle_all`), even if the
@@ -297,7 +303,7 @@ impl<'s, 'env> Scope<'s, 'env> {
         }
         let Some(to) = peer.local else {
             // The other modes kept their requests above.
-            return self.irsend_remote(peer, tag, bytes);
+            return self.irsend_remote(ctx, peer, tag, bytes);
         };
         // SAFETY: `bytes` is borrowed for the whole scope, and the scope does not
         // end before this send has completed or been withdrawn (`settle_all`),
