@@ -210,7 +210,7 @@ impl<'s, 'env> Scope<'s, 'env> {
             // alternated with the build before, cores as siblings).
             return self.irsend_remote(comm.ctx, peer, tag, bytes);
         }
-        self.isend_on(comm.ctx, bytes, dest, tag, Mode::Ready)
+        self.isend_to(comm.ctx, bytes, peer, tag, Mode::Ready)
     }
 
     /// [`irsend`](Self::irsend) to a rank in another process: `MPI_Irsend`
@@ -254,10 +254,22 @@ impl<'s, 'env> Scope<'s, 'env> {
         tag: i32,
         mode: Mode,
     ) -> Result<Request<'s>> {
+        let peer = self.comm.peer(dest)?;
+        self.isend_to(ctx, bytes, peer, tag, mode)
+    }
+
+    /// [`isend_on`](Self::isend_on) to a peer already looked up.
+    fn isend_to(
+        &'s self,
+        ctx: u32,
+        bytes: &'s [u8],
+        peer: Peer,
+        tag: i32,
+        mode: Mode,
+    ) -> Result<Request<'s>> {
         let comm = self.comm;
-        let peer = comm.peer(dest)?;
         let env = comm.envelope(ctx, tag);
-        let status = Status::new(dest, tag, bytes.len());
+        let status = Status::new(peer.rank, tag, bytes.len());
         // A tiny synchronous send needs no lock, no allocation and no
         // completion, only the pair's match counter.
         if let Mode::Synchronous = mode {
